@@ -1,0 +1,14 @@
+// Subcommands of the `jamba` CLI. Each registers its options on a CLI11 subcommand and returns
+// the function that runs it.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace jamba::app {
+
+using Runner = std::function<int()>;
+
+Runner add_forward(CLI::App& app);
+Runner add_info(CLI::App& app);
+
+}  // namespace jamba::app

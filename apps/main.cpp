@@ -1,0 +1,35 @@
+// jamba: command-line entry point.
+#include <cstdio>
+#include <map>
+
+#include "apps/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"jamba.cpp: run, serve and train Jamba hybrid Mamba-Transformer models"};
+  app.require_subcommand(1);
+  std::map<CLI::App*, jamba::app::Runner> runners;
+  auto reg = [&](const char* name, const char* help, auto add) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    runners[sub] = add(*sub);
+  };
+  reg("forward", "exact forward / greedy decode on input_ids from a safetensors file",
+      jamba::app::add_forward);
+  reg("info", "layer schedule, parameter counts and memory of a checkpoint", jamba::app::add_info);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto& [sub, run] : runners)
+      if (sub->parsed()) return run();
+  } catch (const jamba::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

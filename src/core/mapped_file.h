@@ -1,0 +1,33 @@
+// Read-only memory map of a whole file (RAII, move-only).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace jamba {
+
+class MappedFile {
+ public:
+  MappedFile() = default;
+  explicit MappedFile(const std::string& path);  // throws Error naming the path
+  ~MappedFile();
+  MappedFile(MappedFile&& o) noexcept;
+  MappedFile& operator=(MappedFile&& o) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
+void write_file_atomic(const std::string& path, const void* bytes, size_t n);
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
+}  // namespace jamba

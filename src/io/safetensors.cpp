@@ -1,0 +1,240 @@
+#include "io/safetensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace jamba {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+namespace {
+constexpr uint64_t kMaxHeader = 100ull << 20;  // 100 MB, as the reference implementation
+
+bool is_float(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64;
+}
+}  // namespace
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  auto f = std::make_shared<SafetensorsFile>();
+  f->file_ = MappedFile(path);
+  const size_t size = f->file_.size();
+  const uint8_t* base = f->file_.data();
+  if (size < 8) fail(path, ": truncated safetensors file: ", size, " bytes, need at least 8");
+  uint64_t n = 0;
+  std::memcpy(&n, base, 8);  // little-endian host
+  if (n > kMaxHeader) fail(path, ": header length ", n, " exceeds limit ", kMaxHeader);
+  if (8 + n > size)
+    fail(path, ": header length ", n, " runs past end of file (file size ", size, ")");
+  json header;
+  try {
+    header = json::parse(base + 8, base + 8 + n);
+  } catch (const json::exception& e) {
+    fail(path, ": header is not valid JSON: ", e.what());
+  }
+  if (!header.is_object()) fail(path, ": header is not a JSON object");
+  const uint8_t* data = base + 8 + n;
+  const size_t data_size = size - 8 - n;
+
+  struct Span {
+    uint64_t b, e;
+    std::string name;
+  };
+  std::vector<Span> spans;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) fail(path, ": __metadata__ is not an object");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string())
+          fail(path, ": __metadata__ value for '", m.key(), "' is not a string");
+        f->metadata_[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") ||
+        !v.contains("data_offsets"))
+      fail(path, ": tensor '", name, "': entry must have dtype, shape and data_offsets");
+    TensorInfo t;
+    t.name = name;
+    t.file = path;
+    if (!v["dtype"].is_string() || !dtype_from_name(v["dtype"].get<std::string>(), &t.dtype))
+      fail(path, ": tensor '", name, "': unknown dtype ", v["dtype"].dump());
+    if (!v["shape"].is_array()) fail(path, ": tensor '", name, "': shape is not an array");
+    for (const auto& d : v["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        fail(path, ": tensor '", name, "': bad shape ", v["shape"].dump());
+      t.shape.push_back(d.get<int64_t>());
+    }
+    const json& off = v["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+        !off[1].is_number_unsigned())
+      fail(path, ": tensor '", name, "': data_offsets must be two non-negative integers, got ",
+           off.dump());
+    const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
+    if (b > e) fail(path, ": tensor '", name, "': data_offsets [", b, ",", e, "] are reversed");
+    if (e > data_size)
+      fail(path, ": tensor '", name, "': data_offsets [", b, ",", e,
+           "] run past the end of the data (", data_size, " bytes; file truncated?)");
+    // numel * size with overflow guard
+    unsigned __int128 want = dtype_size(t.dtype);
+    for (int64_t d : t.shape) want *= uint64_t(d);
+    if (want != e - b)
+      fail(path, ": tensor '", name, "': ", dtype_name(t.dtype), shape_str(t.shape), " needs ",
+           uint64_t(want), " bytes but data_offsets give ", e - b);
+    t.data = data + b;
+    t.nbytes = e - b;
+    spans.push_back({b, e, name});
+    f->tensors_.emplace(name, std::move(t));
+  }
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.b < b.b; });
+  for (size_t i = 1; i < spans.size(); ++i)
+    if (spans[i].b < spans[i - 1].e)
+      fail(path, ": tensors '", spans[i - 1].name, "' [", spans[i - 1].b, ",", spans[i - 1].e,
+           ") and '", spans[i].name, "' [", spans[i].b, ",", spans[i].e, ") overlap");
+  return f;
+}
+
+const TensorInfo* SafetensorsFile::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+const TensorInfo& SafetensorsFile::get(const std::string& name) const {
+  const TensorInfo* t = find(name);
+  if (!t) fail(path(), ": missing tensor '", name, "'");
+  return *t;
+}
+
+Checkpoint Checkpoint::open(const std::string& dir) {
+  Checkpoint ck;
+  ck.dir_ = dir;
+  if (!fs::is_directory(dir)) fail(dir, ": model directory does not exist");
+  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  const fs::path single = fs::path(dir) / "model.safetensors";
+  std::map<std::string, std::string> weight_map;  // tensor -> shard
+  std::vector<std::string> shard_files;
+  if (fs::exists(index)) {
+    json j;
+    try {
+      std::ifstream in(index);
+      j = json::parse(in);
+    } catch (const json::exception& e) {
+      fail(index.string(), ": not valid JSON: ", e.what());
+    }
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+      fail(index.string(), ": missing object 'weight_map'");
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      if (!it.value().is_string())
+        fail(index.string(), ": weight_map entry '", it.key(), "' is not a file name");
+      std::string shard = it.value().get<std::string>();
+      if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos)
+        fail(index.string(), ": weight_map entry '", it.key(), "' names a path outside the "
+             "directory: '", shard, "'");
+      weight_map[it.key()] = shard;
+      if (std::find(shard_files.begin(), shard_files.end(), shard) == shard_files.end())
+        shard_files.push_back(shard);
+    }
+  } else if (fs::exists(single)) {
+    shard_files.push_back("model.safetensors");
+  } else {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".safetensors") shard_files.push_back(e.path().filename());
+    std::sort(shard_files.begin(), shard_files.end());
+    if (shard_files.empty())
+      fail(dir, ": no model.safetensors, model.safetensors.index.json or *.safetensors found");
+  }
+  for (const auto& shard : shard_files) {
+    auto f = SafetensorsFile::open((fs::path(dir) / shard).string());
+    for (const auto& [name, t] : f->tensors()) {
+      if (!weight_map.empty()) {
+        auto w = weight_map.find(name);
+        if (w == weight_map.end())
+          fail(f->path(), ": tensor '", name, "' is not listed in model.safetensors.index.json");
+        if (w->second != shard)
+          fail(f->path(), ": tensor '", name, "' is listed in the index under shard '", w->second,
+               "'");
+      }
+      if (ck.tensors_.count(name))
+        fail(f->path(), ": tensor '", name, "' also present in ", ck.tensors_[name].file);
+      ck.tensors_.emplace(name, t);
+    }
+    ck.files_.push_back(std::move(f));
+  }
+  for (const auto& [name, shard] : weight_map)
+    if (!ck.tensors_.count(name))
+      fail(index.string(), ": tensor '", name, "' listed for shard '", shard,
+           "' is missing from that file");
+  return ck;
+}
+
+const TensorInfo* Checkpoint::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+std::vector<float> tensor_to_f32(const TensorInfo& t) {
+  if (!is_float(t.dtype))
+    fail(t.file, ": tensor '", t.name, "': expected a float dtype, got ", dtype_name(t.dtype));
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  convert_to_f32(t.dtype, t.data, out.data(), out.size());
+  return out;
+}
+
+std::vector<int64_t> tensor_to_i64(const TensorInfo& t) {
+  std::vector<int64_t> out(static_cast<size_t>(t.numel()));
+  if (t.dtype == DType::I64) {
+    std::memcpy(out.data(), t.data, t.nbytes);
+  } else if (t.dtype == DType::I32) {
+    const auto* p = reinterpret_cast<const int32_t*>(t.data);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];
+  } else {
+    fail(t.file, ": tensor '", t.name, "': expected I64 or I32, got ", dtype_name(t.dtype));
+  }
+  return out;
+}
+
+void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                            const void* data) {
+  size_t n = dtype_size(dtype);
+  for (int64_t d : shape) n *= size_t(d);
+  Entry e{name, dtype, std::move(shape), std::vector<uint8_t>(n)};
+  if (n) std::memcpy(e.bytes.data(), data, n);
+  entries_.push_back(std::move(e));
+}
+
+void SafetensorsWriter::write(const std::string& path) const {
+  json header = json::object();
+  uint64_t off = 0;
+  for (const auto& e : entries_) {
+    header[e.name] = {{"dtype", std::string(dtype_name(e.dtype))},
+                      {"shape", e.shape},
+                      {"data_offsets", {off, off + e.bytes.size()}}};
+    off += e.bytes.size();
+  }
+  header["__metadata__"] = metadata_;
+  std::string h = header.dump();
+  while (h.size() % 8) h.push_back(' ');
+  std::string out;
+  out.reserve(8 + h.size() + off);
+  uint64_t n = h.size();
+  out.append(reinterpret_cast<const char*>(&n), 8);
+  out += h;
+  for (const auto& e : entries_) out.append(reinterpret_cast<const char*>(e.bytes.data()), e.bytes.size());
+  write_file_atomic(path, out);
+}
+
+}  // namespace jamba

@@ -1,0 +1,262 @@
+// Fast CPU kernels: BLAS for GEMM, OpenMP over rows / heads / channel blocks, auto-vectorised
+// inner loops. Each is tested against its jamba::ref twin (tests/test_kernels.cpp).
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/vec_math.h"
+#include "kernels/kernels.h"
+
+namespace jamba::cpu {
+
+void gemm(const GemmArgs& a) {
+  if (a.M == 0 || a.N == 0) return;
+  float beta = a.accumulate ? 1.0f : 0.0f;
+  if (a.bias) {
+    for (int64_t m = 0; m < a.M; ++m) {
+      float* c = a.C + m * a.ldc;
+      if (a.accumulate)
+        for (int64_t n = 0; n < a.N; ++n) c[n] += a.bias[n];
+      else
+        std::memcpy(c, a.bias, size_t(a.N) * sizeof(float));
+    }
+    beta = 1.0f;
+  }
+  if (a.K == 0) {
+    if (beta == 0.0f)
+      for (int64_t m = 0; m < a.M; ++m) std::fill_n(a.C + m * a.ldc, a.N, 0.0f);
+    return;
+  }
+  if (a.M == 1) {
+    // y[N] = W[N,K] x[K]; gemv is 2-4x faster than sgemm with M=1 (ANCHORS.md).
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, blasint(a.N), blasint(a.K), 1.0f, a.W,
+                blasint(a.ldw), a.A, 1, beta, a.C, 1);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(a.M), blasint(a.N), blasint(a.K),
+              1.0f, a.A, blasint(a.lda), a.W, blasint(a.ldw), beta, a.C, blasint(a.ldc));
+}
+
+void rmsnorm(const RmsNormArgs& a) {
+#pragma omp parallel for schedule(static) if (a.M * a.D > 32768)
+  for (int64_t m = 0; m < a.M; ++m) {
+    const float* x = a.x + m * a.ldx;
+    float ss = 0;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t d = 0; d < a.D; ++d) ss += x[d] * x[d];
+    const float r = 1.0f / std::sqrt(ss / float(a.D) + a.eps);
+    float* y = a.y + m * a.ldy;
+#pragma omp simd
+    for (int64_t d = 0; d < a.D; ++d) y[d] = a.w[d] * (x[d] * r);
+  }
+}
+
+namespace {
+constexpr int64_t kQTile = 16;   // queries per tile (per head)
+constexpr int64_t kKTile = 128;  // keys per tile
+}  // namespace
+
+// Flash-style attention: for each (kv head, query tile) the K/V tile is shared by the G query
+// heads of the group; online softmax (running max m, denominator l, accumulator acc), no T x T
+// matrix.
+void attention(const AttentionArgs& a) {
+  const int64_t G = a.nh / a.nkv;
+  const int64_t n_qt = (a.Lq + kQTile - 1) / kQTile;
+  const int64_t hd = a.hd;
+#pragma omp parallel
+  {
+    const int64_t rows = kQTile * G;
+    std::vector<float> acc(static_cast<size_t>(rows * hd));
+    std::vector<float> m(static_cast<size_t>(rows));
+    std::vector<float> l(static_cast<size_t>(rows));
+    std::vector<float> s(static_cast<size_t>(kKTile));
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t g = 0; g < a.nkv; ++g)
+      for (int64_t qt = 0; qt < n_qt; ++qt) {
+        const int64_t i0 = qt * kQTile, i1 = std::min(a.Lq, i0 + kQTile);
+        const float* K = a.k + g * a.kv_head_stride;
+        const float* V = a.v + g * a.kv_head_stride;
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        std::fill(m.begin(), m.end(), -INFINITY);
+        std::fill(l.begin(), l.end(), 0.0f);
+        const int64_t kend = std::min(a.T, a.pos0 + i1);  // keys beyond are masked for all rows
+        for (int64_t j0 = 0; j0 < kend; j0 += kKTile) {
+          const int64_t j1 = std::min(kend, j0 + kKTile);
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t p = a.pos0 + i;
+            const int64_t jmax = std::min(j1, p + 1);  // causal
+            if (jmax <= j0) continue;
+            for (int64_t hh = 0; hh < G; ++hh) {
+              const int64_t h = g * G + hh;
+              const int64_t r = (i - i0) * G + hh;
+              const float* q = a.q + i * a.ldq + h * hd;
+              float tile_max = -INFINITY;
+              for (int64_t j = j0; j < jmax; ++j) {
+                if (a.key_valid && !a.key_valid[j]) {
+                  s[size_t(j - j0)] = -INFINITY;
+                  continue;
+                }
+                const float* kr = K + j * hd;
+                float d = 0;
+#pragma omp simd reduction(+ : d)
+                for (int64_t e = 0; e < hd; ++e) d += q[e] * kr[e];
+                d *= a.scale;
+                s[size_t(j - j0)] = d;
+                tile_max = std::max(tile_max, d);
+              }
+              if (tile_max == -INFINITY) continue;
+              const float m_new = std::max(m[size_t(r)], tile_max);
+              const float corr = std::exp(m[size_t(r)] - m_new);  // exp(-inf) = 0 first time
+              float* ac = acc.data() + r * hd;
+              float lsum = l[size_t(r)] * corr;
+#pragma omp simd
+              for (int64_t e = 0; e < hd; ++e) ac[e] *= corr;
+              for (int64_t j = j0; j < jmax; ++j) {
+                const float sj = s[size_t(j - j0)];
+                if (sj == -INFINITY) continue;
+                const float pj = std::exp(sj - m_new);
+                lsum += pj;
+                const float* vr = V + j * hd;
+#pragma omp simd
+                for (int64_t e = 0; e < hd; ++e) ac[e] += pj * vr[e];
+              }
+              l[size_t(r)] = lsum;
+              m[size_t(r)] = m_new;
+            }
+          }
+        }
+        for (int64_t i = i0; i < i1; ++i)
+          for (int64_t hh = 0; hh < G; ++hh) {
+            const int64_t h = g * G + hh;
+            const int64_t r = (i - i0) * G + hh;
+            float* o = a.out + i * a.ldo + h * hd;
+            if (l[size_t(r)] > 0) {
+              const float inv = 1.0f / l[size_t(r)];
+              const float* ac = acc.data() + r * hd;
+              for (int64_t e = 0; e < hd; ++e) o[e] = ac[e] * inv;
+            } else {
+              // No allowed key: uniform average over all T keys (reference behaviour for
+              // fully-masked left-padding rows).
+              std::fill(o, o + hd, 0.0f);
+              for (int64_t j = 0; j < a.T; ++j)
+                for (int64_t e = 0; e < hd; ++e) o[e] += V[j * hd + e];
+              for (int64_t e = 0; e < hd; ++e) o[e] /= float(a.T);
+            }
+          }
+      }
+  }
+}
+
+void conv1d_silu(const ConvArgs& a) {
+  const int64_t K = a.K, L = a.L, Din = a.Din;
+  constexpr int64_t kBlock = 64;
+  const int64_t nb = (Din + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (L * Din > 16384)
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t d0 = b * kBlock, d1 = std::min(Din, d0 + kBlock), w = d1 - d0;
+    // Local transposed copy of the old state: hist[j][c] = input at time (j - K) (j < K).
+    float hist[16][kBlock];
+    float wt[16][kBlock];
+    const bool small = K <= 16;
+    std::vector<float> hist_big, wt_big;
+    float* H = &hist[0][0];
+    float* Wt = &wt[0][0];
+    if (!small) {
+      hist_big.resize(static_cast<size_t>(K * kBlock));
+      wt_big.resize(static_cast<size_t>(K * kBlock));
+      H = hist_big.data();
+      Wt = wt_big.data();
+    }
+    for (int64_t j = 0; j < K; ++j)
+      for (int64_t c = 0; c < w; ++c) {
+        H[j * kBlock + c] = a.state[(d0 + c) * K + j];
+        Wt[j * kBlock + c] = a.w[(d0 + c) * K + j];
+      }
+    for (int64_t t = 0; t < L; ++t) {
+      float acc[kBlock];
+      for (int64_t c = 0; c < w; ++c) acc[c] = a.bias ? a.bias[d0 + c] : 0.0f;
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t src = t - (K - 1) + j;
+        const float* xs = src >= 0 ? a.x + src * a.ldx + d0 : H + (K + src) * kBlock;
+        const float* wj = Wt + j * kBlock;
+#pragma omp simd
+        for (int64_t c = 0; c < w; ++c) acc[c] += wj[c] * xs[c];
+      }
+      float* o = a.out + t * a.ldo + d0;
+#pragma omp simd
+      for (int64_t c = 0; c < w; ++c) o[c] = silu_fast(acc[c]);
+    }
+    // New state: the last K inputs.
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t src = L - K + j;
+      for (int64_t c = 0; c < w; ++c)
+        a.state[(d0 + c) * K + j] = src >= 0 ? a.x[src * a.ldx + d0 + c] : H[(K + src) * kBlock + c];
+    }
+  }
+}
+
+// Channel-vectorised scan: 16 channels per lane group, state kept in a local [N][16] block.
+void selective_scan(const ScanArgs& a) {
+  constexpr int64_t W = 16;
+  const int64_t N = a.N;
+  std::vector<float> hbuf(static_cast<size_t>(N * W));
+  for (int64_t c0 = a.d0; c0 < a.d1; c0 += W) {
+    const int64_t w = std::min(W, a.d1 - c0);
+    float Ab[W * 64];
+    std::vector<float> Abig;
+    float* Al = Ab;
+    if (N > 64) {
+      Abig.resize(static_cast<size_t>(N * W));
+      Al = Abig.data();
+    }
+    float* h = hbuf.data();
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < W; ++c) {
+        h[n * W + c] = c < w ? a.h[(c0 + c) * N + n] : 0.0f;
+        Al[n * W + c] = c < w ? a.A[(c0 + c) * N + n] : 0.0f;
+      }
+    for (int64_t t = 0; t < a.L; ++t) {
+      float dt[W], x[W], dtx[W], y[W], z[W];
+      for (int64_t c = 0; c < W; ++c) {
+        const bool in = c < w;
+        dt[c] = in ? a.dt[t * a.lddt + c0 + c] : 0.0f;
+        x[c] = in ? a.x[t * a.ldx + c0 + c] : 0.0f;
+        z[c] = in ? a.z[t * a.ldz + c0 + c] : 0.0f;
+        dtx[c] = dt[c] * x[c];
+        y[c] = 0.0f;
+      }
+      const float* Bt = a.Bm + t * a.ldb;
+      const float* Ct = a.Cm + t * a.ldc;
+      for (int64_t n = 0; n < N; ++n) {
+        const float bn = Bt[n], cn = Ct[n];
+        float* hn = h + n * W;
+        const float* An = Al + n * W;
+#pragma omp simd
+        for (int64_t c = 0; c < W; ++c) {
+          hn[c] = exp_fast(dt[c] * An[c]) * hn[c] + dtx[c] * bn;
+          y[c] += hn[c] * cn;
+        }
+      }
+      float* yo = a.y + t * a.ldy + c0;
+      for (int64_t c = 0; c < w; ++c) yo[c] = (y[c] + a.D[c0 + c] * x[c]) * silu_fast(z[c]);
+    }
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < w; ++c) a.h[(c0 + c) * N + n] = h[n * W + c];
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = silu_fast(gate[i]) * up[i];
+}
+
+void softplus(float* x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) x[i] = softplus_scalar(x[i]);
+}
+
+}  // namespace jamba::cpu

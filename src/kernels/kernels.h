@@ -1,0 +1,132 @@
+// Kernel interface: plain functions on raw float32 buffers, no model config.
+// Two implementations of each kernel live side by side:
+//   jamba::ref::*  (kernels/ref/)  slow, readable, the truth;
+//   jamba::cpu::*  (kernels/cpu/)  fast (BLAS, OpenMP, vectorised); tested against ref.
+// Layout conventions: row-major; "[L, D] stride s" means element (t, d) is at p[t*s + d].
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace jamba {
+
+// C[M,N] (ldc) = A[M,K] (lda) @ W[N,K]^T (ldw) (+ bias[N] if non-null) (+ C if accumulate).
+struct GemmArgs {
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const float* W;
+  int64_t ldw;
+  float* C;
+  int64_t ldc;
+  const float* bias = nullptr;
+  bool accumulate = false;
+};
+
+// y[M,D] = w[D] * x * rsqrt(mean(x^2) + eps), row by row. y may alias x.
+struct RmsNormArgs {
+  int64_t M, D;
+  const float* x;
+  int64_t ldx;
+  const float* w;
+  float eps;
+  float* y;
+  int64_t ldy;
+};
+
+// Causal attention of Lq new queries of one sequence against its cache of T keys.
+// q: [Lq, nh*hd] stride ldq; k, v: per kv head g a [T, hd] block at k + g*kv_head_stride;
+// query i sits at absolute position pos0 + i and attends keys j <= pos0 + i with key_valid[j]
+// (null = all valid). A query with no allowed key gets the uniform average of all T values (what
+// the reference's additive finfo.min mask produces for left-padding rows).
+// out: [Lq, nh*hd] stride ldo. Query head h reads kv head h / (nh / nkv).
+struct AttentionArgs {
+  int64_t Lq, T, nh, nkv, hd;
+  int64_t pos0;
+  const float* q;
+  int64_t ldq;
+  const float* k;
+  const float* v;
+  int64_t kv_head_stride;
+  const uint8_t* key_valid = nullptr;
+  float scale;
+  float* out;
+  int64_t ldo;
+};
+
+// Depthwise causal conv1d + SiLU over L tokens of one sequence, channels [0, Din).
+// x: [L, Din] stride ldx (pre-conv input, already masked); state: [Din, K] the last K inputs
+// before this chunk (column K-1 newest; zeros for a fresh sequence), updated in place to the last
+// K inputs after this chunk; w: [Din, K] (tap K-1 multiplies the current token); bias: [Din] or
+// null; out: [L, Din] stride ldo, out = silu(conv(x) + bias).
+struct ConvArgs {
+  int64_t L, Din, K;
+  const float* x;
+  int64_t ldx;
+  float* state;
+  const float* w;
+  const float* bias;
+  float* out;
+  int64_t ldo;
+};
+
+// Selective scan of one sequence with fused skip and gate (spec §2.5 steps 8–10):
+//   h_t[d,n] = exp(dt_t[d] * A[d,n]) * h_{t-1}[d,n] + dt_t[d] * B_t[n] * x_t[d]
+//   y_t[d]   = (sum_n h_t[d,n] * C_t[n] + D[d] * x_t[d]) * silu(z_t[d])
+// x, dt, z: [L, Din] strides ldx, lddt, ldz; Bm, Cm: [L, N] strides ldb, ldc; A: [Din, N]
+// (already -exp(A_log)); D: [Din]; h: [Din, N] state in/out; y: [L, Din] stride ldy.
+// Only channels [d0, d1) are processed (callers parallelise over sequences x channel blocks).
+struct ScanArgs {
+  int64_t L, Din, N;
+  int64_t d0, d1;
+  const float* x;
+  int64_t ldx;
+  const float* dt;
+  int64_t lddt;
+  const float* Bm;
+  int64_t ldb;
+  const float* Cm;
+  int64_t ldc;
+  const float* z;
+  int64_t ldz;
+  const float* A;
+  const float* D;
+  float* h;
+  float* y;
+  int64_t ldy;
+};
+
+// Elementwise helpers.
+// out[i] = silu(gate[i]) * up[i] for i < n.
+// softplus (torch: x > 20 -> x, else log1p(exp(x))) in place over n values.
+
+namespace ref {
+void gemm(const GemmArgs& a);
+void rmsnorm(const RmsNormArgs& a);
+void attention(const AttentionArgs& a);
+void conv1d_silu(const ConvArgs& a);
+void selective_scan(const ScanArgs& a);
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+void softplus(float* x, int64_t n);
+}  // namespace ref
+
+namespace cpu {
+void gemm(const GemmArgs& a);
+void rmsnorm(const RmsNormArgs& a);
+void attention(const AttentionArgs& a);
+void conv1d_silu(const ConvArgs& a);
+void selective_scan(const ScanArgs& a);
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+void softplus(float* x, int64_t n);
+}  // namespace cpu
+
+// Scalar helpers shared by both implementations.
+inline float softplus_scalar(float x);
+inline float silu_scalar(float x);
+
+}  // namespace jamba
+
+#include <cmath>
+namespace jamba {
+inline float softplus_scalar(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+inline float silu_scalar(float x) { return x / (1.0f + std::exp(-x)); }
+}  // namespace jamba

@@ -1,0 +1,162 @@
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "core/threads.h"
+#include "kernels/kernels.h"
+#include "model/blocks.h"
+
+namespace jamba {
+
+namespace kx = jamba::cpu;  // the kernel implementation used by the model
+
+void linear_forward(const Linear& l, const float* x, int64_t M, float* y, int64_t ldy) {
+  kx::gemm({.M = M, .N = l.out, .K = l.in, .A = x, .lda = l.in, .W = l.w, .ldw = l.in, .C = y,
+            .ldc = ldy < 0 ? l.out : ldy, .bias = l.b});
+}
+
+void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,
+                   const std::vector<Segment>& segs, const float* x, int64_t M, float* out) {
+  const int64_t Din = cfg.d_inner(), N = cfg.mamba_d_state, R = cfg.mamba_dt_rank,
+                K = cfg.mamba_d_conv;
+  const float eps = float(cfg.rms_norm_eps);
+  // 1. [M, D] @ [2Din, D]^T -> [M, 2Din]: x part = cols [0, Din), gate z = [Din, 2Din)
+  std::vector<float> xz(static_cast<size_t>(M * 2 * Din));
+  linear_forward(w.in_proj, x, M, xz.data());
+  // 2-4. mask, causal conv + SiLU, mask again -> xc [M, Din]
+  std::vector<float> xc(static_cast<size_t>(M * Din));
+  for (const Segment& s : segs) {
+    float* xs = xz.data() + s.row0 * 2 * Din;
+    if (s.mask)
+      for (int64_t t = 0; t < s.len; ++t)
+        if (!s.mask[t]) std::fill_n(xs + t * 2 * Din, Din, 0.0f);
+    kx::conv1d_silu({.L = s.len, .Din = Din, .K = K, .x = xs, .ldx = 2 * Din,
+                     .state = s.state->mamba[size_t(il)].conv.data(), .w = w.conv_w,
+                     .bias = w.conv_b, .out = xc.data() + s.row0 * Din, .ldo = Din});
+    if (s.mask)
+      for (int64_t t = 0; t < s.len; ++t)
+        if (!s.mask[t]) std::fill_n(xc.data() + (s.row0 + t) * Din, Din, 0.0f);
+  }
+  // 5. [M, Din] @ [R+2N, Din]^T -> [M, R+2N] = [dt | B | C]; 6. their RMSNorms (in place)
+  const int64_t S = R + 2 * N;
+  std::vector<float> sbc(static_cast<size_t>(M * S));
+  linear_forward(w.x_proj, xc.data(), M, sbc.data());
+  kx::rmsnorm({.M = M, .D = R, .x = sbc.data(), .ldx = S, .w = w.dt_norm, .eps = eps,
+               .y = sbc.data(), .ldy = S});
+  kx::rmsnorm({.M = M, .D = N, .x = sbc.data() + R, .ldx = S, .w = w.b_norm, .eps = eps,
+               .y = sbc.data() + R, .ldy = S});
+  kx::rmsnorm({.M = M, .D = N, .x = sbc.data() + R + N, .ldx = S, .w = w.c_norm, .eps = eps,
+               .y = sbc.data() + R + N, .ldy = S});
+  // 7. dt = softplus([M, R] @ [Din, R]^T + b) -> [M, Din]
+  std::vector<float> dt(static_cast<size_t>(M * Din));
+  kx::gemm({.M = M, .N = Din, .K = R, .A = sbc.data(), .lda = S, .W = w.dt_proj.w, .ldw = R,
+            .C = dt.data(), .ldc = Din, .bias = w.dt_proj.b});
+  kx::softplus(dt.data(), M * Din);
+  // 8-10. selective scan with D skip and SiLU gate, parallel over sequences x channel blocks.
+  std::vector<float> y(static_cast<size_t>(M * Din));
+  const int64_t nthr = num_threads();
+  int64_t block = std::max<int64_t>(16, (Din / std::max<int64_t>(1, 4 * nthr)) / 16 * 16);
+  struct Task {
+    const Segment* s;
+    int64_t d0, d1;
+  };
+  std::vector<Task> tasks;
+  for (const Segment& s : segs)
+    for (int64_t d0 = 0; d0 < Din; d0 += block) tasks.push_back({&s, d0, std::min(Din, d0 + block)});
+#pragma omp parallel for schedule(dynamic)
+  for (size_t ti = 0; ti < tasks.size(); ++ti) {
+    const Segment& s = *tasks[ti].s;
+    const int64_t r = s.row0;
+    kx::selective_scan({.L = s.len, .Din = Din, .N = N, .d0 = tasks[ti].d0, .d1 = tasks[ti].d1,
+                        .x = xc.data() + r * Din, .ldx = Din, .dt = dt.data() + r * Din,
+                        .lddt = Din, .Bm = sbc.data() + r * S + R, .ldb = S,
+                        .Cm = sbc.data() + r * S + R + N, .ldc = S,
+                        .z = xz.data() + r * 2 * Din + Din, .ldz = 2 * Din, .A = w.A.data(),
+                        .D = w.D, .h = s.state->mamba[size_t(il)].ssm.data(),
+                        .y = y.data() + r * Din, .ldy = Din});
+  }
+  // 11. [M, Din] @ [D, Din]^T -> [M, D]
+  linear_forward(w.out_proj, y.data(), M, out);
+}
+
+void attention_forward(const JambaConfig& cfg, const AttentionWeights& w, int64_t il,
+                       const std::vector<Segment>& segs, const float* x, int64_t M, float* out) {
+  const int64_t nh = cfg.num_attention_heads, nkv = cfg.num_key_value_heads, hd = cfg.head_dim();
+  // [M, D] @ [nh*hd, D]^T -> q [M, nh*hd]; k, v [M, nkv*hd]
+  std::vector<float> q(static_cast<size_t>(M * nh * hd)), k(static_cast<size_t>(M * nkv * hd)), v(static_cast<size_t>(M * nkv * hd));
+  linear_forward(w.q, x, M, q.data());
+  linear_forward(w.k, x, M, k.data());
+  linear_forward(w.v, x, M, v.data());
+  std::vector<float> o(static_cast<size_t>(M * nh * hd));
+  const float scale = 1.0f / std::sqrt(float(hd));
+  for (const Segment& s : segs) {
+    AttnLayerState& c = s.state->attn[size_t(il)];
+    const int64_t T = s.pos0 + s.len;
+    c.reserve(nkv, hd, T, s.pos0);
+    for (int64_t t = 0; t < s.len; ++t)
+      for (int64_t g = 0; g < nkv; ++g) {
+        const int64_t src = (s.row0 + t) * nkv * hd + g * hd;
+        const int64_t dst = g * c.cap * hd + (s.pos0 + t) * hd;
+        std::copy_n(k.data() + src, hd, c.k.data() + dst);
+        std::copy_n(v.data() + src, hd, c.v.data() + dst);
+      }
+    kx::attention({.Lq = s.len, .T = T, .nh = nh, .nkv = nkv, .hd = hd, .pos0 = s.pos0,
+                   .q = q.data() + s.row0 * nh * hd, .ldq = nh * hd, .k = c.k.data(),
+                   .v = c.v.data(), .kv_head_stride = c.cap * hd,
+                   .key_valid = s.state->key_valid.data(), .scale = scale,
+                   .out = o.data() + s.row0 * nh * hd, .ldo = nh * hd});
+  }
+  // [M, nh*hd] @ [D, nh*hd]^T -> [M, D]
+  linear_forward(w.o, o.data(), M, out);
+}
+
+void mlp_forward(const MlpWeights& w, const float* x, int64_t M, float* out) {
+  const int64_t I = w.gate.out;
+  std::vector<float> g(static_cast<size_t>(M * I)), u(static_cast<size_t>(M * I));
+  linear_forward(w.gate, x, M, g.data());  // [M, D] -> [M, I]
+  linear_forward(w.up, x, M, u.data());
+  kx::silu_mul(g.data(), u.data(), g.data(), M * I);
+  linear_forward(w.down, g.data(), M, out);  // [M, I] -> [M, D]
+}
+
+void moe_forward(const JambaConfig& cfg, const MoeWeights& w, const float* x, int64_t M,
+                 float* out) {
+  const int64_t D = cfg.hidden_size, E = cfg.num_experts, k = cfg.num_experts_per_tok;
+  // Router: [M, D] @ [E, D]^T -> [M, E]; fp32 softmax; top-k of the probabilities.
+  std::vector<float> logits(static_cast<size_t>(M * E));
+  linear_forward(w.router, x, M, logits.data());
+  std::vector<std::vector<std::pair<int64_t, float>>> rows(static_cast<size_t>(E));  // expert -> (row, p)
+  std::vector<int64_t> order(static_cast<size_t>(E));
+  for (int64_t m = 0; m < M; ++m) {
+    float* l = logits.data() + m * E;
+    const float mx = *std::max_element(l, l + E);
+    float sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += (l[e] = std::exp(l[e] - mx));
+    for (int64_t e = 0; e < E; ++e) l[e] /= sum;
+    for (int64_t e = 0; e < E; ++e) order[size_t(e)] = e;
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+      return l[a] > l[b] || (l[a] == l[b] && a < b);
+    });
+    for (int64_t s = 0; s < k; ++s) rows[size_t(order[size_t(s)])].push_back({m, l[order[size_t(s)]]});
+  }
+  std::fill_n(out, M * D, 0.0f);
+  std::vector<float> xe, ye;
+  for (int64_t e = 0; e < E; ++e) {  // ascending e, as the reference's index_add_
+    const auto& r = rows[size_t(e)];
+    if (r.empty()) continue;
+    const int64_t Me = int64_t(r.size());
+    xe.resize(static_cast<size_t>(Me * D));
+    ye.resize(static_cast<size_t>(Me * D));
+    for (int64_t i = 0; i < Me; ++i) std::copy_n(x + r[size_t(i)].first * D, D, xe.data() + i * D);
+    mlp_forward(w.experts[size_t(e)], xe.data(), Me, ye.data());  // [Me, D] -> [Me, D]
+    for (int64_t i = 0; i < Me; ++i) {
+      float* o = out + r[size_t(i)].first * D;
+      const float p = r[size_t(i)].second;
+      const float* yy = ye.data() + i * D;
+      for (int64_t d = 0; d < D; ++d) o[d] += p * yy[d];
+    }
+  }
+}
+
+}  // namespace jamba

@@ -1,0 +1,122 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "model/blocks.h"
+
+namespace jamba {
+
+namespace kx = jamba::cpu;
+
+Model Model::load(const std::string& dir) {
+  const std::string cfg_path = (std::filesystem::path(dir) / "config.json").string();
+  JambaConfig cfg = JambaConfig::from_file(cfg_path);
+  Weights w = Weights::load(cfg, dir);
+  return Model(std::move(cfg), std::move(w));
+}
+
+void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
+  const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
+  const float eps = float(cfg_.rms_norm_eps);
+  // Validate everything before touching any state.
+  int64_t M = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const BatchItem& it = batch[b];
+    JAMBA_CHECK(it.state != nullptr, "[forward] batch item ", b, " has no state");
+    JAMBA_CHECK(it.state->mamba.size() == cfg_.layers.size(), "[forward] batch item ", b,
+                ": state was made for a model with ", it.state->mamba.size(),
+                " layers, this model has ", cfg_.layers.size());
+    JAMBA_CHECK(it.mask.empty() || it.mask.size() == it.tokens.size(), "[forward] batch item ", b,
+                ": mask has ", it.mask.size(), " entries for ", it.tokens.size(), " tokens");
+    for (size_t t = 0; t < it.tokens.size(); ++t)
+      JAMBA_CHECK(it.tokens[t] >= 0 && it.tokens[t] < V, "[forward] batch item ", b,
+                  ": token id ", it.tokens[t], " at position ", t, " is outside the vocabulary [0, ",
+                  V, ")");
+    for (size_t c = b + 1; c < batch.size(); ++c)
+      JAMBA_CHECK(batch[c].state != it.state, "[forward] batch items ", b, " and ", c,
+                  " share one state");
+    M += int64_t(it.tokens.size());
+  }
+  // Plan rows.
+  std::vector<Segment> segs;
+  int64_t row = 0;
+  for (BatchItem& it : batch) {
+    const int64_t len = int64_t(it.tokens.size());
+    bool any_pad = false;
+    for (uint8_t m : it.mask) any_pad |= (m == 0);
+    SequenceState& st = *it.state;
+    segs.push_back({&st, row, len, st.pos, any_pad ? it.mask.data() : nullptr});
+    for (int64_t t = 0; t < len; ++t) st.key_valid.push_back(it.mask.empty() ? 1 : it.mask[t] != 0);
+    row += len;
+  }
+  // Embedding gather: [M] -> [M, D]
+  std::vector<float> h(static_cast<size_t>(M * D)), xn(static_cast<size_t>(M * D)), tmp(static_cast<size_t>(M * D));
+  row = 0;
+  for (const BatchItem& it : batch)
+    for (int32_t tok : it.tokens) std::copy_n(w_.embed + int64_t(tok) * D, D, h.data() + (row++) * D);
+  if (out->capture_hidden) {
+    out->hidden.clear();
+    out->hidden.push_back(h);
+  }
+  const RmsNormArgs norm{.M = M, .D = D, .x = h.data(), .ldx = D, .w = nullptr, .eps = eps,
+                         .y = xn.data(), .ldy = D};
+  for (size_t il = 0; il < cfg_.layers.size(); ++il) {
+    const LayerSpec& spec = cfg_.layers[il];
+    const LayerWeights& lw = w_.layers[il];
+    RmsNormArgs n = norm;
+    n.w = lw.input_norm;
+    kx::rmsnorm(n);
+    if (spec.mixer == MixerKind::Mamba)
+      mamba_forward(cfg_, lw.mamba, int64_t(il), segs, xn.data(), M, tmp.data());
+    else
+      attention_forward(cfg_, lw.attn, int64_t(il), segs, xn.data(), M, tmp.data());
+    for (int64_t i = 0; i < M * D; ++i) h[size_t(i)] += tmp[size_t(i)];
+    n.w = lw.pre_ff_norm;
+    kx::rmsnorm(n);
+    if (spec.ffn == FfnKind::Moe)
+      moe_forward(cfg_, lw.moe, xn.data(), M, tmp.data());
+    else
+      mlp_forward(lw.mlp, xn.data(), M, tmp.data());
+    for (int64_t i = 0; i < M * D; ++i) h[size_t(i)] += tmp[size_t(i)];
+    if (out->capture_hidden && il + 1 < cfg_.layers.size()) out->hidden.push_back(h);
+  }
+  for (Segment& s : segs) s.state->pos += s.len;
+
+  // Final norm only on the rows we need (all of them when capturing hidden states).
+  std::vector<int64_t> want;
+  out->logit_row_offset.assign(1, 0);
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const Segment& s = segs[b];
+    if (batch[b].logits == LogitsMode::All)
+      for (int64_t t = 0; t < s.len; ++t) want.push_back(s.row0 + t);
+    else if (batch[b].logits == LogitsMode::Last && s.len > 0)
+      want.push_back(s.row0 + s.len - 1);
+    out->logit_row_offset.push_back(int64_t(want.size()));
+  }
+  RmsNormArgs n = norm;
+  n.w = w_.final_norm;
+  if (out->capture_hidden) {
+    kx::rmsnorm(n);
+    out->hidden.push_back(xn);
+  }
+  const int64_t R = int64_t(want.size());
+  std::vector<float> sel(static_cast<size_t>(R * D));
+  for (int64_t r = 0; r < R; ++r) {
+    n.M = 1;
+    n.x = h.data() + want[size_t(r)] * D;
+    n.y = sel.data() + r * D;
+    if (out->capture_hidden)
+      std::copy_n(xn.data() + want[size_t(r)] * D, D, sel.data() + r * D);
+    else
+      kx::rmsnorm(n);
+  }
+  // [R, D] @ [V, D]^T -> [R, V]
+  out->logits.resize(static_cast<size_t>(R * V));
+  kx::gemm({.M = R, .N = V, .K = D, .A = sel.data(), .lda = D, .W = w_.lm_head, .ldw = D,
+            .C = out->logits.data(), .ldc = V});
+}
+
+}  // namespace jamba

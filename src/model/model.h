@@ -1,0 +1,53 @@
+// The Jamba model: immutable weights + config; forward over a ragged batch of sequences, each
+// with its own explicit SequenceState (spec §2, §3).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/state.h"
+#include "model/weights.h"
+
+namespace jamba {
+
+enum class LogitsMode { None, Last, All };
+
+// One sequence's contribution to a forward call: its new tokens, appended to its state.
+struct BatchItem {
+  SequenceState* state = nullptr;
+  std::span<const int32_t> tokens;
+  std::span<const uint8_t> mask;  // empty = all real tokens; 0 = (left) padding
+  LogitsMode logits = LogitsMode::Last;
+};
+
+struct ForwardOutput {
+  // Logits rows for the requested positions, items in order: [n_rows, V].
+  std::vector<float> logits;
+  std::vector<int64_t> logit_row_offset;  // per item: first row in `logits`; size = items + 1
+  // If capture_hidden: hidden[i] is [M, D] over all M tokens of the batch (items in order),
+  // i = 0..L: 0 = embeddings, i = residual after layer i-1, L = final norm of the last layer.
+  bool capture_hidden = false;
+  std::vector<std::vector<float>> hidden;
+};
+
+class Model {
+ public:
+  static Model load(const std::string& dir);  // config.json + safetensors
+  Model(JambaConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)) {}
+
+  const JambaConfig& config() const { return cfg_; }
+  const Weights& weights() const { return w_; }
+  SequenceState new_state() const { return SequenceState::create(cfg_); }
+
+  // Runs the batch; advances every item's state. Throws on bad token ids / shapes before
+  // touching any state.
+  void forward(std::span<BatchItem> batch, ForwardOutput* out) const;
+
+ private:
+  JambaConfig cfg_;
+  Weights w_;
+};
+
+}  // namespace jamba
