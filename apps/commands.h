@@ -10,5 +10,8 @@ using Runner = std::function<int()>;
 
 Runner add_forward(CLI::App& app);
 Runner add_info(CLI::App& app);
+Runner add_init(CLI::App& app);
+Runner add_generate(CLI::App& app);
+Runner add_chat(CLI::App& app);
 
 }  // namespace jamba::app

@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
   reg("forward", "exact forward / greedy decode on input_ids from a safetensors file",
       jamba::app::add_forward);
   reg("info", "layer schedule, parameter counts and memory of a checkpoint", jamba::app::add_info);
+  reg("generate", "generate text from a prompt, streamed, with speed", jamba::app::add_generate);
+  reg("chat", "interactive chat with history", jamba::app::add_chat);
+  reg("init", "write a randomly initialised checkpoint (HF layout)", jamba::app::add_init);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,5 +1,3 @@
-#include "io/chat_template.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,6 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/chat_template.h"
 #include "io/tokenizer.h"
 
 namespace jamba {
@@ -82,17 +81,18 @@ TEST(ChatTemplate, ChatML) {
 }
 
 TEST(ChatTemplate, BadRoleThrows) {
-  const std::string msg = error_of(
-      [] { render_chat(ChatFormat::Jamba15, {{"user", "a"}, {"robot", "b"}}, true); });
+  const std::string msg = error_of([] {
+    render_chat(ChatFormat::Jamba15, {{"user", "a"}, {"robot", "b"}}, true);
+  });
   EXPECT_NE(msg.find("message 1"), std::string::npos) << msg;
   EXPECT_NE(msg.find("'robot'"), std::string::npos) << msg;
-  const std::string msg2 =
-      error_of([] { render_chat(ChatFormat::ChatML, {{"tool", "b"}}, true); });
+  const std::string msg2 = error_of([] { render_chat(ChatFormat::ChatML, {{"tool", "b"}}, true); });
   EXPECT_NE(msg2.find("message 0"), std::string::npos) << msg2;
   EXPECT_NE(msg2.find("'tool'"), std::string::npos) << msg2;
   // Jamba15 only accepts a system message first.
-  const std::string msg3 = error_of(
-      [] { render_chat(ChatFormat::Jamba15, {{"user", "a"}, {"system", "b"}}, true); });
+  const std::string msg3 = error_of([] {
+    render_chat(ChatFormat::Jamba15, {{"user", "a"}, {"system", "b"}}, true);
+  });
   EXPECT_NE(msg3.find("message 1"), std::string::npos) << msg3;
   EXPECT_THROW(render_chat(ChatFormat::Jamba15, {{"", "b"}}, true), Error);
 }

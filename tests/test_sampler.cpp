@@ -1,7 +1,6 @@
-#include "runtime/sampler.h"
-
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -9,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "runtime/sampler.h"
 
 namespace jamba {
 namespace {
@@ -138,10 +138,36 @@ TEST(Sampler, TopP) {
   EXPECT_EQ(run(0.75f), (std::vector<int32_t>{1, 2}));  // cumulative reaches exactly 0.75
   EXPECT_EQ(run(0.7f), (std::vector<int32_t>{1, 2}));
   EXPECT_EQ(run(0.5f), (std::vector<int32_t>{1}));
-  EXPECT_EQ(run(0.01f), (std::vector<int32_t>{1}));  // at least one
+  EXPECT_EQ(run(0.01f), (std::vector<int32_t>{1}));       // at least one
   EXPECT_EQ(run(0.8f), (std::vector<int32_t>{1, 2, 0}));  // tie 0/3 -> lower id first
   EXPECT_EQ(run(0.9f), (std::vector<int32_t>{1, 2, 0, 3}));
   EXPECT_EQ(run(1.0f), (std::vector<int32_t>{0, 1, 2, 3}));  // off: order untouched
+}
+
+TEST(Sampler, TopPLargeVocabulary) {
+  // Uniform over 1024: the nucleus of 0.5 is exactly the 512 lowest ids.
+  auto c = with_p(std::vector<float>(1024, 1.0f / 1024));
+  top_p(c, 0.5f);
+  ASSERT_EQ(c.size(), 512u);
+  for (int i = 0; i < 512; ++i) EXPECT_EQ(c[i].id, i);
+  // Random distribution: same result as a full sort.
+  std::mt19937_64 g(5);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> p(5000);
+  for (float& x : p) x = std::pow(u(g), 8.0f);
+  auto r = with_p(p);
+  renormalize(r);
+  auto expect = r;
+  std::sort(expect.begin(), expect.end(), [](const Candidate& a, const Candidate& b) {
+    return a.p > b.p || (a.p == b.p && a.id < b.id);
+  });
+  double cum = 0.0;
+  size_t n = 0;
+  while (n < expect.size() && cum < 0.9) cum += expect[n++].p;
+  expect.resize(n);
+  top_p(r, 0.9f);
+  EXPECT_GT(r.size(), 128u);  // exercises the growing sorted prefix
+  EXPECT_EQ(ids_of(r), ids_of(expect));
 }
 
 TEST(Sampler, MinP) {

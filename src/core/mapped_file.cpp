@@ -57,34 +57,51 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   return *this;
 }
 
-void write_file_atomic(const std::string& path, const void* bytes, size_t n) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(tmp, ": cannot create: ", std::strerror(errno));
+AtomicFileWriter::AtomicFileWriter(std::string path)
+    : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail(tmp_, ": cannot create: ", std::strerror(errno));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicFileWriter::write(const void* bytes, size_t n) {
   const auto* p = static_cast<const uint8_t*>(bytes);
-  size_t left = n;
-  while (left > 0) {
-    ssize_t w = ::write(fd, p, left);
+  while (n > 0) {
+    ssize_t w = ::write(fd_, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail(tmp, ": write failed: ", std::strerror(e));
+      fail(tmp_, ": write failed: ", std::strerror(errno));
     }
     p += w;
-    left -= size_t(w);
+    n -= size_t(w);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    fail(tmp, ": fsync/close failed: ", std::strerror(e));
+}
+
+void AtomicFileWriter::commit() {
+  if (::fsync(fd_) != 0) fail(tmp_, ": fsync failed: ", std::strerror(errno));
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    ::unlink(tmp_.c_str());
+    fail(tmp_, ": close failed: ", std::strerror(errno));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    fail(path, ": rename from ", tmp, " failed: ", std::strerror(e));
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp_.c_str());
+    fail(path_, ": rename from ", tmp_, " failed: ", std::strerror(e));
   }
+}
+
+void write_file_atomic(const std::string& path, const void* bytes, size_t n) {
+  AtomicFileWriter w(path);
+  w.write(bytes, n);
+  w.commit();
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {

@@ -26,6 +26,22 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Streams a file into `path.tmp.<pid>` and renames it over `path` on commit(); if destroyed
+// before commit() (error, exception) the temp file is removed and `path` is left untouched.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  void write(const void* bytes, size_t n);
+  void commit();  // fsync + rename
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
 // Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
 void write_file_atomic(const std::string& path, const void* bytes, size_t n);
 void write_file_atomic(const std::string& path, const std::string& bytes);

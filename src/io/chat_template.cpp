@@ -14,19 +14,23 @@ ChatFormat detect_chat_format(const std::string& tmpl) {
 
 const char* chat_format_name(ChatFormat format) {
   switch (format) {
-    case ChatFormat::Jamba15: return "jamba-1.5";
-    case ChatFormat::ChatML: return "chatml";
+    case ChatFormat::Jamba15:
+      return "jamba-1.5";
+    case ChatFormat::ChatML:
+      return "chatml";
   }
   return "?";
 }
 
-bool template_adds_bos(ChatFormat format) { return format == ChatFormat::Jamba15; }
+bool template_adds_bos(ChatFormat format) {
+  return format == ChatFormat::Jamba15;
+}
 
 namespace {
 
 [[noreturn]] void bad_role(ChatFormat format, size_t i, const std::string& role, const char* why) {
-  fail("render_chat (", chat_format_name(format), "): message ", i, " has role '", role, "': ",
-       why);
+  fail("render_chat (", chat_format_name(format), "): message ", i, " has role '", role,
+       "': ", why);
 }
 
 std::string render_jamba15(const std::vector<ChatMessage>& messages, bool add_generation_prompt) {
@@ -67,8 +71,10 @@ std::string render_chatml(const std::vector<ChatMessage>& messages, bool add_gen
 std::string render_chat(ChatFormat format, const std::vector<ChatMessage>& messages,
                         bool add_generation_prompt) {
   switch (format) {
-    case ChatFormat::Jamba15: return render_jamba15(messages, add_generation_prompt);
-    case ChatFormat::ChatML: return render_chatml(messages, add_generation_prompt);
+    case ChatFormat::Jamba15:
+      return render_jamba15(messages, add_generation_prompt);
+    case ChatFormat::ChatML:
+      return render_chatml(messages, add_generation_prompt);
   }
   fail("render_chat: unknown chat format ", static_cast<int>(format));
 }

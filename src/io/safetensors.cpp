@@ -44,7 +44,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   } catch (const json::exception& e) {
     fail(path, ": header is not valid JSON: ", e.what());
   }
-  if (!header.is_object()) fail(path, ": header is not a JSON object");
+  if (!header.is_object())
+    fail(path, ": header is not a JSON object (got ", header.type_name(), ")");
   const uint8_t* data = base + 8 + n;
   const size_t data_size = size - 8 - n;
 
@@ -73,7 +74,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     t.file = path;
     if (!v["dtype"].is_string() || !dtype_from_name(v["dtype"].get<std::string>(), &t.dtype))
       fail(path, ": tensor '", name, "': unknown dtype ", v["dtype"].dump());
-    if (!v["shape"].is_array()) fail(path, ": tensor '", name, "': shape is not an array");
+    if (!v["shape"].is_array())
+      fail(path, ": tensor '", name, "': shape must be an array, got ", v["shape"].dump());
     for (const auto& d : v["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0)
         fail(path, ": tensor '", name, "': bad shape ", v["shape"].dump());
@@ -97,7 +99,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
            uint64_t(want), " bytes but data_offsets give ", e - b);
     t.data = data + b;
     t.nbytes = e - b;
-    spans.push_back({b, e, name});
+    if (e > b) spans.push_back({b, e, name});  // empty tensors occupy no bytes
     f->tensors_.emplace(name, std::move(t));
   }
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.b < b.b; });
@@ -106,6 +108,29 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
       fail(path, ": tensors '", spans[i - 1].name, "' [", spans[i - 1].b, ",", spans[i - 1].e,
            ") and '", spans[i].name, "' [", spans[i].b, ",", spans[i].e, ") overlap");
   return f;
+}
+
+namespace {
+uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h) {
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+constexpr uint64_t kFnvBasis = 1469598103934665603ull;
+}  // namespace
+
+uint64_t SafetensorsFile::payload_checksum() const {
+  std::vector<const TensorInfo*> ts;
+  for (const auto& [n, t] : tensors_) ts.push_back(&t);
+  std::sort(ts.begin(), ts.end(), [](auto* a, auto* b) { return a->data < b->data; });
+  uint64_t h = kFnvBasis;
+  for (const TensorInfo* t : ts) h = fnv1a(t->data, t->nbytes, h);
+  return h;
+}
+
+uint64_t SafetensorsWriter::payload_checksum() const {
+  uint64_t h = kFnvBasis;
+  for (const auto& e : entries_) h = fnv1a(e.bytes.data(), e.bytes.size(), h);
+  return h;
 }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {
@@ -139,7 +164,8 @@ Checkpoint Checkpoint::open(const std::string& dir) {
       fail(index.string(), ": missing object 'weight_map'");
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
       if (!it.value().is_string())
-        fail(index.string(), ": weight_map entry '", it.key(), "' is not a file name");
+        fail(index.string(), ": weight_map entry '", it.key(), "' must be a file name, got ",
+             it.value().dump());
       std::string shard = it.value().get<std::string>();
       if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos)
         fail(index.string(), ": weight_map entry '", it.key(), "' names a path outside the "
@@ -158,6 +184,16 @@ Checkpoint Checkpoint::open(const std::string& dir) {
       fail(dir, ": no model.safetensors, model.safetensors.index.json or *.safetensors found");
   }
   for (const auto& shard : shard_files) {
+    if (!weight_map.empty() && !fs::exists(fs::path(dir) / shard)) {
+      std::string first;  // a tensor the index places in the missing shard
+      for (const auto& [name, s] : weight_map)
+        if (s == shard) {
+          first = name;
+          break;
+        }
+      fail(index.string(), ": shard '", shard, "' (listed for tensor '", first,
+           "') does not exist in ", dir);
+    }
     auto f = SafetensorsFile::open((fs::path(dir) / shard).string());
     for (const auto& [name, t] : f->tensors()) {
       if (!weight_map.empty()) {
@@ -216,25 +252,51 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
   entries_.push_back(std::move(e));
 }
 
+namespace {
+size_t spec_bytes(const TensorSpec& t) {
+  size_t n = dtype_size(t.dtype);
+  for (int64_t d : t.shape) n *= size_t(d);
+  return n;
+}
+}  // namespace
+
 void SafetensorsWriter::write(const std::string& path) const {
+  std::vector<TensorSpec> specs;
+  for (const auto& e : entries_) specs.push_back({e.name, e.dtype, e.shape});
+  write_safetensors_streaming(
+      path, specs,
+      [&](size_t i, uint8_t* dst) {
+        std::memcpy(dst, entries_[i].bytes.data(), entries_[i].bytes.size());
+      },
+      metadata_);
+}
+
+void write_safetensors_streaming(const std::string& path, const std::vector<TensorSpec>& specs,
+                                 const std::function<void(size_t, uint8_t*)>& fill,
+                                 const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   uint64_t off = 0;
-  for (const auto& e : entries_) {
-    header[e.name] = {{"dtype", std::string(dtype_name(e.dtype))},
-                      {"shape", e.shape},
-                      {"data_offsets", {off, off + e.bytes.size()}}};
-    off += e.bytes.size();
+  for (const auto& t : specs) {
+    const uint64_t n = spec_bytes(t);
+    header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))},
+                      {"shape", t.shape},
+                      {"data_offsets", {off, off + n}}};
+    off += n;
   }
-  header["__metadata__"] = metadata_;
+  header["__metadata__"] = metadata;
   std::string h = header.dump();
   while (h.size() % 8) h.push_back(' ');
-  std::string out;
-  out.reserve(8 + h.size() + off);
-  uint64_t n = h.size();
-  out.append(reinterpret_cast<const char*>(&n), 8);
-  out += h;
-  for (const auto& e : entries_) out.append(reinterpret_cast<const char*>(e.bytes.data()), e.bytes.size());
-  write_file_atomic(path, out);
+  AtomicFileWriter out(path);
+  const uint64_t hn = h.size();
+  out.write(&hn, 8);
+  out.write(h.data(), h.size());
+  std::vector<uint8_t> buf;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    buf.resize(spec_bytes(specs[i]));
+    fill(i, buf.data());
+    out.write(buf.data(), buf.size());
+  }
+  out.commit();
 }
 
 }  // namespace jamba

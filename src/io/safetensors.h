@@ -2,6 +2,7 @@
 // (model.safetensors.index.json), and an atomic writer.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,6 +35,8 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;
   const TensorInfo& get(const std::string& name) const;  // throws naming the file
   const std::string& path() const { return file_.path(); }
+  // FNV-1a 64 over the tensor bytes, tensors in data-offset order (for integrity checks).
+  uint64_t payload_checksum() const;
 
  private:
   MappedFile file_;
@@ -73,6 +76,7 @@ class SafetensorsWriter {
   }
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
   void write(const std::string& path) const;
+  uint64_t payload_checksum() const;  // same definition as SafetensorsFile::payload_checksum
 
  private:
   struct Entry {
@@ -84,5 +88,18 @@ class SafetensorsWriter {
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_{{"format", "pt"}};
 };
+
+// Streaming writer for files too large to build in memory: the header is written first, then
+// `fill(i, dst)` produces the bytes of tensor i (dst has numel*dtype_size bytes), one tensor at
+// a time. Written to a temp file and renamed into place (atomic).
+struct TensorSpec {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+};
+void write_safetensors_streaming(const std::string& path, const std::vector<TensorSpec>& specs,
+                                 const std::function<void(size_t, uint8_t*)>& fill,
+                                 const std::map<std::string, std::string>& metadata = {
+                                     {"format", "pt"}});
 
 }  // namespace jamba

@@ -6,6 +6,7 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -71,11 +72,20 @@ class ProtoReader {
   }
   void skip(int wire_type) {
     switch (wire_type) {
-      case 0: varint(); return;
-      case 1: advance(8); return;
-      case 2: bytes(); return;
-      case 5: advance(4); return;
-      default: bad();
+      case 0:
+        varint();
+        return;
+      case 1:
+        advance(8);
+        return;
+      case 2:
+        bytes();
+        return;
+      case 5:
+        advance(4);
+        return;
+      default:
+        bad();
     }
   }
 
@@ -124,7 +134,8 @@ bool looks_like_tag(std::string_view s) {
 std::optional<json> read_json_if_present(const std::optional<fs::path>& dir, const char* name) {
   if (!dir) return std::nullopt;
   const fs::path p = *dir / name;
-  if (!fs::exists(p)) return std::nullopt;
+  std::error_code ec;
+  if (!fs::exists(p, ec)) return std::nullopt;
   const std::string text = read_whole_file(p, name);
   try {
     return json::parse(text);
@@ -193,7 +204,8 @@ void Tokenizer::Impl::load_metadata(const std::optional<fs::path>& dir) {
 
   if (cfg && cfg->contains("added_tokens_decoder")) {
     const json& added = (*cfg)["added_tokens_decoder"];
-    if (!added.is_object()) fail("tokenizer: ", cfg_path, ": added_tokens_decoder is not an object");
+    if (!added.is_object())
+      fail("tokenizer: ", cfg_path, ": added_tokens_decoder is not an object");
     // Added tokens past the sentencepiece vocabulary extend it; they must be contiguous.
     std::vector<std::pair<int32_t, std::pair<std::string, bool>>> entries;
     for (const auto& [key, val] : added.items()) {
@@ -267,7 +279,8 @@ void Tokenizer::Impl::load_metadata(const std::optional<fs::path>& dir) {
   if (cfg && cfg->contains("eos_token")) add_eos(resolve((*cfg)["eos_token"]));
   if (eos.empty()) add_eos(sp.eos_id());
 
-  if (dir && fs::exists(*dir / "chat_template.jinja")) {
+  std::error_code ec;
+  if (dir && fs::exists(*dir / "chat_template.jinja", ec)) {
     chat_template = read_whole_file(*dir / "chat_template.jinja", "chat template");
   } else if (cfg && cfg->contains("chat_template")) {
     const json& t = (*cfg)["chat_template"];
@@ -294,8 +307,7 @@ void Tokenizer::Impl::finish_split_table() {
     split_first_byte[static_cast<uint8_t>(text[0])] = true;
   }
   std::sort(split_lengths.begin(), split_lengths.end(), std::greater<>());
-  split_lengths.erase(std::unique(split_lengths.begin(), split_lengths.end()),
-                      split_lengths.end());
+  split_lengths.erase(std::unique(split_lengths.begin(), split_lengths.end()), split_lengths.end());
 }
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -428,15 +440,27 @@ std::string Tokenizer::piece(int32_t id) const {
   return impl_->sp.IdToPiece(id);
 }
 
-int32_t Tokenizer::piece_to_id(std::string_view piece) const { return impl_->lookup(piece); }
-int32_t Tokenizer::vocab_size() const { return impl_->n_vocab; }
-int32_t Tokenizer::bos_id() const { return impl_->bos; }
-const std::vector<int32_t>& Tokenizer::eos_ids() const { return impl_->eos; }
+int32_t Tokenizer::piece_to_id(std::string_view piece) const {
+  return impl_->lookup(piece);
+}
+int32_t Tokenizer::vocab_size() const {
+  return impl_->n_vocab;
+}
+int32_t Tokenizer::bos_id() const {
+  return impl_->bos;
+}
+const std::vector<int32_t>& Tokenizer::eos_ids() const {
+  return impl_->eos;
+}
 bool Tokenizer::is_eos(int32_t id) const {
   return std::find(impl_->eos.begin(), impl_->eos.end(), id) != impl_->eos.end();
 }
-bool Tokenizer::add_bos_default() const { return impl_->add_bos; }
-const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
+bool Tokenizer::add_bos_default() const {
+  return impl_->add_bos;
+}
+const std::string& Tokenizer::chat_template() const {
+  return impl_->chat_template;
+}
 
 bool Tokenizer::is_special(int32_t id) const {
   check_id(id, "is_special");
@@ -466,9 +490,12 @@ size_t StreamDecoder::incomplete_tail() const {
   const size_t n = ids_.size();
   for (size_t k = 1; k <= 3 && k <= n; ++k) {
     const int b = tok_->byte_value(ids_[n - k]);
-    if (b < 0) return 0;                // a normal piece ends the byte run: nothing is pending
+    if (b < 0) return 0;               // a normal piece ends the byte run: nothing is pending
     if ((b & 0xC0) == 0x80) continue;  // continuation byte
-    const size_t need = (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 1;
+    const size_t need = (b & 0xE0) == 0xC0   ? 2
+                        : (b & 0xF0) == 0xE0 ? 3
+                        : (b & 0xF8) == 0xF0 ? 4
+                                             : 1;
     return need > k ? k : 0;
   }
   return 0;
@@ -494,6 +521,8 @@ std::string StreamDecoder::push(int32_t id) {
   return emit_up_to(ids_.size() - incomplete_tail());
 }
 
-std::string StreamDecoder::flush() { return emit_up_to(ids_.size()); }
+std::string StreamDecoder::flush() {
+  return emit_up_to(ids_.size());
+}
 
 }  // namespace jamba

@@ -36,11 +36,10 @@ class Tokenizer {
   Tokenizer& operator=(Tokenizer&&) noexcept;
   ~Tokenizer();
 
-  std::vector<int32_t> encode(std::string_view text, bool add_bos,
-                              bool parse_special = true) const;
+  std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special = true) const;
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
 
-  std::string piece(int32_t id) const;              // the vocabulary entry ("▁hello", "<0x0A>")
+  std::string piece(int32_t id) const;                // the vocabulary entry ("▁hello", "<0x0A>")
   int32_t piece_to_id(std::string_view piece) const;  // -1 if not in the vocabulary
   int32_t vocab_size() const;
   int32_t bos_id() const;  // -1 if the model has none
@@ -53,6 +52,8 @@ class Tokenizer {
   // of {name, template}: the one named "default", else the first); empty if none.
   const std::string& chat_template() const;
   bool is_special(int32_t id) const;
+  // decode(), piece(), is_special() and StreamDecoder::push() throw Error for an id outside
+  // [0, vocab_size()), naming the id and the vocabulary size.
 
  private:
   friend class StreamDecoder;
@@ -69,7 +70,9 @@ class Tokenizer {
 // The concatenation of all push() results and flush() equals tok.decode(all ids, skip_special).
 // Never returns part of a UTF-8 character: byte-fallback pieces (<0xE2> ...) are held until the
 // character completes (or is known to be invalid, which then decodes as U+FFFD like decode()).
-// Cost per push is O(tokens since the previous emit), not O(all tokens).
+// Cost per push is O(tokens since the previous emit), not O(all tokens). The Tokenizer must
+// outlive the decoder and stay where it is (the decoder keeps a pointer to it). flush() is meant
+// for the end of the stream; reset() starts a new one.
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tok, bool skip_special = false);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -14,6 +15,14 @@ using json = nlohmann::json;
 namespace {
 
 template <typename T>
+const char* type_word() {
+  if constexpr (std::is_same_v<T, bool>) return "a boolean";
+  else if constexpr (std::is_integral_v<T>) return "an integer";
+  else if constexpr (std::is_floating_point_v<T>) return "a number";
+  else return "a string";
+}
+
+template <typename T>
 void read_field(const json& j, const char* key, T* out, const std::string& src) {
   if (!j.contains(key) || j[key].is_null()) return;
   const json& v = j[key];
@@ -22,10 +31,13 @@ void read_field(const json& j, const char* key, T* out, const std::string& src) 
       if (!v.is_boolean()) throw std::invalid_argument("");
       *out = v.get<bool>();
     } else if constexpr (std::is_integral_v<T>) {
+      if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+        throw std::invalid_argument("");
       if (!v.is_number_integer()) {
-        // Accept integral floats like 4.0.
-        if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) {
-          *out = T(v.get<double>());
+        // Accept integral floats like 4.0 (within the int64 range: 2^63 is exact in double).
+        const double d = v.is_number_float() ? v.get<double>() : 0.5;
+        if (std::floor(d) == d && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+          *out = T(d);
           return;
         }
         throw std::invalid_argument("");
@@ -39,7 +51,7 @@ void read_field(const json& j, const char* key, T* out, const std::string& src) 
       *out = v.get<T>();
     }
   } catch (const std::exception&) {
-    fail(src, ": field '", key, "' has the wrong type: ", v.dump());
+    fail(src, ": field '", key, "' must be ", type_word<T>(), ", got ", v.dump());
   }
 }
 
@@ -63,11 +75,10 @@ JambaConfig JambaConfig::from_json_text(const std::string& text, const std::stri
   } catch (const json::exception& e) {
     fail(src, ": not valid JSON: ", e.what());
   }
-  if (!j.is_object()) fail(src, ": expected a JSON object");
+  if (!j.is_object()) fail(src, ": expected a JSON object, got ", j.type_name());
   JambaConfig c;
-  if (j.contains("model_type") && j["model_type"].is_string() && j["model_type"] != "jamba")
-    fail(src, ": field 'model_type' is '", j["model_type"].get<std::string>(),
-         "', expected 'jamba'");
+  if (j.contains("model_type") && !j["model_type"].is_null() && j["model_type"] != "jamba")
+    fail(src, ": field 'model_type' is ", j["model_type"].dump(), ", expected \"jamba\"");
   read_field(j, "vocab_size", &c.vocab_size, src);
   read_field(j, "tie_word_embeddings", &c.tie_word_embeddings, src);
   read_field(j, "hidden_size", &c.hidden_size, src);

@@ -53,7 +53,8 @@ void apply_penalties(std::vector<Candidate>& cands, std::span<const int32_t> his
     if (static_cast<size_t>(id) < cands.size() && cands[id].id == id) {
       c = &cands[id];  // identity-indexed list (fresh from make_candidates)
     } else {
-      auto it = std::find_if(cands.begin(), cands.end(), [&](const Candidate& x) { return x.id == id; });
+      auto it =
+          std::find_if(cands.begin(), cands.end(), [&](const Candidate& x) { return x.id == id; });
       if (it == cands.end()) continue;
       c = &*it;
     }
@@ -79,12 +80,18 @@ bool by_logit_desc(const Candidate& a, const Candidate& b) {
 bool by_p_desc(const Candidate& a, const Candidate& b) {
   return a.p > b.p || (a.p == b.p && a.id < b.id);
 }
+// Puts the first k elements of the order `less` at the front, sorted: O(n + k log k).
+template <typename Less>
+void sort_prefix(std::vector<Candidate>& c, size_t k, Less less) {
+  if (k < c.size()) std::nth_element(c.begin(), c.begin() + k, c.end(), less);
+  std::sort(c.begin(), c.begin() + k, less);
+}
 }  // namespace
 
 void top_k(std::vector<Candidate>& cands, int k) {
   if (k <= 0) return;
   const size_t kk = std::min(cands.size(), static_cast<size_t>(k));
-  std::partial_sort(cands.begin(), cands.begin() + kk, cands.end(), by_logit_desc);
+  sort_prefix(cands, kk, by_logit_desc);
   cands.resize(kk);
 }
 
@@ -93,7 +100,8 @@ void softmax(std::vector<Candidate>& cands, float temperature) {
   if (!(temperature > 0.0f)) fail("softmax: temperature must be > 0, got ", temperature);
   float max_logit = -std::numeric_limits<float>::infinity();
   for (const Candidate& c : cands) max_logit = std::max(max_logit, c.logit);
-  if (!std::isfinite(max_logit)) fail("softmax: no finite logit among ", cands.size(), " candidates");
+  if (!std::isfinite(max_logit))
+    fail("softmax: no finite logit among ", cands.size(), " candidates");
   double sum = 0.0;
   for (Candidate& c : cands) {
     c.p = std::exp((c.logit - max_logit) / temperature);
@@ -104,17 +112,19 @@ void softmax(std::vector<Candidate>& cands, float temperature) {
 
 void top_p(std::vector<Candidate>& cands, float top_p) {
   if (top_p >= 1.0f || cands.empty()) return;
-  std::sort(cands.begin(), cands.end(), by_p_desc);
-  double cum = 0.0;
-  size_t keep = cands.size();
-  for (size_t i = 0; i < cands.size(); ++i) {
-    cum += cands[i].p;
-    if (cum >= top_p) {
-      keep = i + 1;
-      break;
+  // The nucleus is usually small: sort a growing prefix instead of the whole vocabulary.
+  for (size_t k = std::min<size_t>(cands.size(), 128);; k = std::min(cands.size(), k * 8)) {
+    sort_prefix(cands, k, by_p_desc);
+    double cum = 0.0;
+    for (size_t i = 0; i < k; ++i) {
+      cum += cands[i].p;
+      if (cum >= top_p) {
+        cands.resize(i + 1);
+        return;
+      }
     }
+    if (k == cands.size()) return;  // rounding left the total below top_p: keep everything
   }
-  cands.resize(keep);
 }
 
 void min_p(std::vector<Candidate>& cands, float min_p) {

@@ -5,10 +5,11 @@
 
 namespace jamba::cpu {
 
-// exp(x) with ~2 ulp error over [-87, 88]; clamps outside (exp(-87.3) ~ 1e-38, no denormals).
+// exp(x) with ~2 ulp error over [-87, 88]; clamps outside (exp(-87.3) ~ 1e-38, no denormals;
+// exp(88.37) ~ 2.4e38: the high clamp keeps n <= 127, n = 128 would build an inf scale).
 #pragma omp declare simd notinbranch
 inline float exp_fast(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  x = x < -87.3f ? -87.3f : (x > 88.37f ? 88.37f : x);
   const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
   float r = x - n * 0.693145751953125f;  // ln2 split hi/lo (Cody-Waite)
   r = r - n * 1.428606765330187e-06f;

@@ -1,0 +1,192 @@
+// Kernel micro-benchmarks: jamba::cpu (production sizes) and jamba::ref (small sizes; the
+// reference is scalar double-accumulating code). Where a ref benchmark exists, a cpu benchmark of
+// the same shape sits next to it ("/small" suffix) so the speedup is a ratio of two lines.
+// Counters are rates over wall time (UseRealTime: the cpu kernels run OpenMP threads):
+//   FLOP/s  — useful floating-point operations (exp counted as one);
+//   B/s     — bytes that must cross memory at least once (weights / KV cache / activations);
+//   tok/s   — tokens (rows of L) per second.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace jamba {
+namespace {
+
+enum class Impl { kRef, kCpu };
+
+std::vector<float> random_vec(int64_t n, float lo, float hi, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = lo + (hi - lo) * float(g() >> 8) * (1.0f / 16777216.0f);
+  return v;
+}
+
+void set_rates(benchmark::State& st, double flops, double bytes, double tokens = 0) {
+  const double it = double(st.iterations());
+  st.counters["FLOP/s"] = benchmark::Counter(flops * it, benchmark::Counter::kIsRate);
+  st.counters["B/s"] = benchmark::Counter(bytes * it, benchmark::Counter::kIsRate);
+  if (tokens > 0) st.counters["tok/s"] = benchmark::Counter(tokens * it, benchmark::Counter::kIsRate);
+}
+
+// ---------------------------------------------------------------------------------------- gemm
+
+void bm_gemm(benchmark::State& st, Impl impl, int64_t M, int64_t N, int64_t K) {
+  const auto A = random_vec(M * K, -1, 1, 1);
+  const auto W = random_vec(N * K, -0.02f, 0.02f, 2);
+  std::vector<float> C(size_t(M * N));
+  const GemmArgs a{M, N, K, A.data(), K, W.data(), K, C.data(), N};
+  for (auto _ : st) {
+    impl == Impl::kCpu ? cpu::gemm(a) : ref::gemm(a);
+    benchmark::DoNotOptimize(C.data());
+    benchmark::ClobberMemory();
+  }
+  set_rates(st, 2.0 * M * N * K, 4.0 * (N * K + M * K + M * N), double(M));
+}
+
+// ------------------------------------------------------------------------------------- rmsnorm
+
+void bm_rmsnorm(benchmark::State& st, Impl impl, int64_t M, int64_t D) {
+  const auto x = random_vec(M * D, -2, 2, 3);
+  const auto w = random_vec(D, 0.5f, 1.5f, 4);
+  std::vector<float> y(size_t(M * D));
+  const RmsNormArgs a{M, D, x.data(), D, w.data(), 1e-6f, y.data(), D};
+  for (auto _ : st) {
+    impl == Impl::kCpu ? cpu::rmsnorm(a) : ref::rmsnorm(a);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_rates(st, 4.0 * M * D, 4.0 * (2 * M * D + D), double(M));
+}
+
+// ----------------------------------------------------------------------------------- attention
+
+// Lq queries at positions [T - Lq, T) against a cache of T keys (a prefill chunk ending at T, or
+// decode with Lq = 1).
+void bm_attention(benchmark::State& st, Impl impl, int64_t Lq, int64_t T, int64_t nh, int64_t nkv,
+                  int64_t hd) {
+  const int64_t pos0 = T - Lq;
+  const auto q = random_vec(Lq * nh * hd, -2, 2, 5);
+  const auto k = random_vec(nkv * T * hd, -1, 1, 6);
+  const auto v = random_vec(nkv * T * hd, -1, 1, 7);
+  std::vector<float> out(size_t(Lq * nh * hd));
+  const AttentionArgs a{Lq,       T,        nh,      nkv, hd, pos0, q.data(), nh * hd,
+                        k.data(), v.data(), T * hd,  nullptr,
+                        1.0f / std::sqrt(float(hd)), out.data(), nh * hd};
+  for (auto _ : st) {
+    impl == Impl::kCpu ? cpu::attention(a) : ref::attention(a);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  double keys = 0;  // (query, key) pairs allowed by the causal mask
+  for (int64_t i = 0; i < Lq; ++i) keys += double(std::min(T, pos0 + i + 1));
+  set_rates(st, 4.0 * hd * nh * keys, 4.0 * (2 * nkv * T * hd + 2 * Lq * nh * hd), double(Lq));
+}
+
+// -------------------------------------------------------------------------------------- conv1d
+
+void bm_conv(benchmark::State& st, Impl impl, int64_t L, int64_t Din, int64_t K) {
+  const auto x = random_vec(L * Din, -2, 2, 8);
+  const auto w = random_vec(Din * K, -0.5f, 0.5f, 9);
+  const auto bias = random_vec(Din, -0.1f, 0.1f, 10);
+  const auto state0 = random_vec(Din * K, -1, 1, 11);
+  std::vector<float> state = state0, out(size_t(L * Din));
+  const ConvArgs a{L, Din, K, x.data(), Din, state.data(), w.data(), bias.data(), out.data(), Din};
+  for (auto _ : st) {
+    std::copy(state0.begin(), state0.end(), state.begin());  // same work every iteration
+    impl == Impl::kCpu ? cpu::conv1d_silu(a) : ref::conv1d_silu(a);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  // 2K multiply-adds + bias + silu (~4) per output.
+  set_rates(st, double(L * Din) * (2 * K + 5), 4.0 * (2 * L * Din + 2 * Din * K), double(L));
+}
+
+// ------------------------------------------------------------------------------ selective_scan
+
+// One sequence of L tokens, all Din channels. threads = false: one call over [0, Din) (what a
+// single worker does); true: channel blocks of 256 across OpenMP threads (how the model calls it).
+void bm_scan(benchmark::State& st, Impl impl, int64_t L, int64_t Din, int64_t N, bool threads) {
+  const auto x = random_vec(L * Din, -2, 2, 12);
+  const auto z = random_vec(L * Din, -3, 3, 13);
+  auto dt = random_vec(L * Din, -6.9f, -1.5f, 14);
+  for (float& d : dt) d = softplus_scalar(d);  // (1e-3, 0.2)
+  const auto B = random_vec(L * N, -1, 1, 15);
+  const auto C = random_vec(L * N, -1, 1, 16);
+  std::vector<float> A(size_t(Din * N));
+  for (int64_t d = 0; d < Din; ++d)
+    for (int64_t n = 0; n < N; ++n) A[size_t(d * N + n)] = -float(n + 1);
+  const auto D = random_vec(Din, 0.5f, 1.5f, 17);
+  std::vector<float> h(size_t(Din * N), 0.0f), y(size_t(L * Din));
+  auto args = [&](int64_t d0, int64_t d1) {
+    return ScanArgs{L,    Din,      N,        d0,       d1,       x.data(), Din,
+                    dt.data(), Din, B.data(), N,        C.data(), N,        z.data(),
+                    Din,  A.data(), D.data(), h.data(), y.data(), Din};
+  };
+  constexpr int64_t kBlock = 256;
+  for (auto _ : st) {
+    std::fill(h.begin(), h.end(), 0.0f);
+    if (impl == Impl::kRef) {
+      ref::selective_scan(args(0, Din));
+    } else if (!threads) {
+      cpu::selective_scan(args(0, Din));
+    } else {
+#pragma omp parallel for schedule(static)
+      for (int64_t d0 = 0; d0 < Din; d0 += kBlock)
+        cpu::selective_scan(args(d0, std::min(Din, d0 + kBlock)));
+    }
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  // Per (t, d, n): dt*A, exp, dA*h, (dt*x)*B + ., h*C + . = 7; per (t, d): skip + gate ~ 8.
+  const double flops = double(L) * Din * (7.0 * N + 8.0);
+  set_rates(st, flops, 4.0 * (4.0 * L * Din + 2.0 * L * N + 2.0 * Din * N), double(L));
+}
+
+// ---------------------------------------------------------------------------------- registry
+
+#define JAMBA_BENCH(...) BENCHMARK_CAPTURE(__VA_ARGS__)->UseRealTime()->Unit(benchmark::kMillisecond)
+
+// gemm (a Jamba-mini-like 2560 x 2560 projection): prefill M = 512, decode M = 1 (gemv path).
+JAMBA_BENCH(bm_gemm, cpu/prefill_M512_K2560_N2560, Impl::kCpu, 512, 2560, 2560);
+JAMBA_BENCH(bm_gemm, cpu/decode_M1_K2560_N2560, Impl::kCpu, 1, 2560, 2560);
+JAMBA_BENCH(bm_gemm, ref/decode_M1_K2560_N2560, Impl::kRef, 1, 2560, 2560);
+JAMBA_BENCH(bm_gemm, cpu/small_M16_K1024_N1024, Impl::kCpu, 16, 1024, 1024);
+JAMBA_BENCH(bm_gemm, ref/small_M16_K1024_N1024, Impl::kRef, 16, 1024, 1024);
+
+// selective scan: L = 512 tokens, Din = 5120 channels, N = 16 states.
+JAMBA_BENCH(bm_scan, cpu/L512_D5120_N16_1thread, Impl::kCpu, 512, 5120, 16, false);
+JAMBA_BENCH(bm_scan, cpu/L512_D5120_N16_omp, Impl::kCpu, 512, 5120, 16, true);
+JAMBA_BENCH(bm_scan, cpu/small_L128_D1024_N16, Impl::kCpu, 128, 1024, 16, false);
+JAMBA_BENCH(bm_scan, ref/small_L128_D1024_N16, Impl::kRef, 128, 1024, 16, false);
+
+// attention, hd = 128, GQA: a 128-query prefill chunk ending at T = 4096 and decode at T = 4096
+// (32 query heads / 8 kv heads); small shapes for the ref comparison.
+JAMBA_BENCH(bm_attention, cpu/prefill_Lq128_T4096_h32_kv8, Impl::kCpu, 128, 4096, 32, 8, 128);
+JAMBA_BENCH(bm_attention, cpu/decode_T4096_h32_kv8, Impl::kCpu, 1, 4096, 32, 8, 128);
+JAMBA_BENCH(bm_attention, cpu/small_prefill_Lq16_T512_h8_kv2, Impl::kCpu, 16, 512, 8, 2, 128);
+JAMBA_BENCH(bm_attention, ref/small_prefill_Lq16_T512_h8_kv2, Impl::kRef, 16, 512, 8, 2, 128);
+JAMBA_BENCH(bm_attention, cpu/small_decode_T1024_h8_kv2, Impl::kCpu, 1, 1024, 8, 2, 128);
+JAMBA_BENCH(bm_attention, ref/small_decode_T1024_h8_kv2, Impl::kRef, 1, 1024, 8, 2, 128);
+
+// conv1d + SiLU, K = 4: prefill L = 512 and decode L = 1 over Din = 5120.
+JAMBA_BENCH(bm_conv, cpu/prefill_L512_D5120_K4, Impl::kCpu, 512, 5120, 4);
+JAMBA_BENCH(bm_conv, cpu/decode_L1_D5120_K4, Impl::kCpu, 1, 5120, 4);
+JAMBA_BENCH(bm_conv, cpu/small_L64_D1024_K4, Impl::kCpu, 64, 1024, 4);
+JAMBA_BENCH(bm_conv, ref/small_L64_D1024_K4, Impl::kRef, 64, 1024, 4);
+
+// rmsnorm over D = 2560 rows.
+JAMBA_BENCH(bm_rmsnorm, cpu/prefill_M512_D2560, Impl::kCpu, 512, 2560);
+JAMBA_BENCH(bm_rmsnorm, cpu/decode_M1_D2560, Impl::kCpu, 1, 2560);
+JAMBA_BENCH(bm_rmsnorm, cpu/small_M64_D2560, Impl::kCpu, 64, 2560);
+JAMBA_BENCH(bm_rmsnorm, ref/small_M64_D2560, Impl::kRef, 64, 2560);
+
+}  // namespace
+}  // namespace jamba
+
+BENCHMARK_MAIN();

@@ -1,0 +1,146 @@
+#include "runtime/session_file.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace jamba {
+
+namespace {
+uint64_t fnv1a(const void* p, size_t n, uint64_t h = 1469598103934665603ull) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+std::string hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)v);
+  return buf;
+}
+}  // namespace
+
+std::string model_fingerprint(const Model& model) {
+  const JambaConfig& c = model.config();
+  JambaConfig k = c;
+  k.torch_dtype = "";  // the same model in another file dtype keeps its sessions
+  uint64_t h = fnv1a(k.to_json_text().data(), k.to_json_text().size());
+  // A sample of the weights: distinguishes two random inits of one config.
+  const size_t n = size_t(std::min<int64_t>(c.vocab_size * c.hidden_size, 4096));
+  h = fnv1a(model.weights().embed, n * sizeof(float), h);
+  return hex(h);
+}
+
+void save_session(const std::string& path, const Model& model, const Session& s) {
+  const JambaConfig& c = model.config();
+  const int64_t nkv = c.num_key_value_heads, hd = c.head_dim();
+  const int64_t P = s.state.pos;
+  JAMBA_CHECK(int64_t(s.tokens.size()) == P, "[session] ", s.tokens.size(),
+              " tokens for a state at position ", P);
+  SafetensorsWriter w;
+  std::vector<int64_t> toks(s.tokens.begin(), s.tokens.end());
+  w.add_i64("tokens", {P}, toks.data());
+  w.add("key_valid", DType::U8, {P}, s.state.key_valid.data());
+  if (!s.last_logits.empty())
+    w.add_f32("last_logits", {int64_t(s.last_logits.size())}, s.last_logits.data());
+  std::vector<float> kv;
+  for (size_t il = 0; il < c.layers.size(); ++il) {
+    const std::string p = "layers." + std::to_string(il) + ".";
+    if (c.layers[il].mixer == MixerKind::Mamba) {
+      const MambaLayerState& m = s.state.mamba[il];
+      w.add_f32(p + "conv", {c.d_inner(), c.mamba_d_conv}, m.conv.data());
+      w.add_f32(p + "ssm", {c.d_inner(), c.mamba_d_state}, m.ssm.data());
+    } else {
+      const AttnLayerState& a = s.state.attn[il];
+      for (int which = 0; which < 2; ++which) {
+        const std::vector<float>& src = which ? a.v : a.k;
+        kv.resize(size_t(nkv * P * hd));
+        for (int64_t g = 0; g < nkv; ++g)
+          std::memcpy(kv.data() + g * P * hd, src.data() + g * a.cap * hd,
+                      size_t(P * hd) * sizeof(float));
+        w.add_f32(p + (which ? "v" : "k"), {nkv, P, hd}, kv.data());
+      }
+    }
+  }
+  // Checksum over the payload in data order (the writer lays tensors out in insertion order).
+  w.set_metadata("format", "jamba-session");
+  w.set_metadata("version", std::to_string(kSessionVersion));
+  w.set_metadata("model", model_fingerprint(model));
+  w.set_metadata("n_tokens", std::to_string(P));
+  w.set_metadata("checksum", hex(w.payload_checksum()));
+  w.write(path);
+}
+
+Session load_session(const std::string& path, const Model& model) {
+  auto f = SafetensorsFile::open(path);
+  const auto& md = f->metadata();
+  auto meta = [&](const char* k) -> std::string {
+    auto it = md.find(k);
+    if (it == md.end()) fail(path, ": not a jamba session file (metadata '", k, "' missing)");
+    return it->second;
+  };
+  if (meta("format") != "jamba-session")
+    fail(path, ": not a jamba session file (format '", meta("format"), "')");
+  if (meta("version") != std::to_string(kSessionVersion))
+    fail(path, ": session version ", meta("version"), ", this build reads version ",
+         kSessionVersion);
+  const std::string fp = model_fingerprint(model);
+  if (meta("model") != fp)
+    fail(path, ": session belongs to another model (fingerprint ", meta("model"),
+         ", this model is ", fp, ")");
+  if (meta("checksum") != hex(f->payload_checksum()))
+    fail(path, ": checksum mismatch (file says ", meta("checksum"), ", data gives ",
+         hex(f->payload_checksum()), "): the file is damaged");
+  const JambaConfig& c = model.config();
+  const int64_t nkv = c.num_key_value_heads, hd = c.head_dim();
+  Session s;
+  const TensorInfo& toks = f->get("tokens");
+  if (toks.shape.size() != 1) fail(path, ": tensor 'tokens' has shape ", shape_str(toks.shape));
+  const int64_t P = toks.shape[0];
+  if (meta("n_tokens") != std::to_string(P))
+    fail(path, ": metadata n_tokens ", meta("n_tokens"), " but 'tokens' holds ", P);
+  for (int64_t t : tensor_to_i64(toks)) {
+    if (t < 0 || t >= c.vocab_size) fail(path, ": token id ", t, " outside the vocabulary");
+    s.tokens.push_back(int32_t(t));
+  }
+  auto expect = [&](const std::string& name, DType dt, std::vector<int64_t> shape)
+      -> const TensorInfo& {
+    const TensorInfo& t = f->get(name);
+    if (t.dtype != dt || t.shape != shape)
+      fail(path, ": tensor '", name, "': expected ", dtype_name(dt), shape_str(shape), ", got ",
+           dtype_name(t.dtype), shape_str(t.shape));
+    return t;
+  };
+  s.state = model.new_state();
+  s.state.pos = P;
+  const TensorInfo& kvalid = expect("key_valid", DType::U8, {P});
+  s.state.key_valid.assign(kvalid.data, kvalid.data + P);
+  if (f->find("last_logits"))
+    s.last_logits = tensor_to_f32(expect("last_logits", DType::F32, {c.vocab_size}));
+  for (size_t il = 0; il < c.layers.size(); ++il) {
+    const std::string p = "layers." + std::to_string(il) + ".";
+    if (c.layers[il].mixer == MixerKind::Mamba) {
+      s.state.mamba[il].conv =
+          tensor_to_f32(expect(p + "conv", DType::F32, {c.d_inner(), c.mamba_d_conv}));
+      s.state.mamba[il].ssm =
+          tensor_to_f32(expect(p + "ssm", DType::F32, {c.d_inner(), c.mamba_d_state}));
+    } else {
+      AttnLayerState& a = s.state.attn[il];
+      a.reserve(nkv, hd, std::max<int64_t>(P, 1), 0);
+      for (int which = 0; which < 2; ++which) {
+        const auto src = tensor_to_f32(expect(p + (which ? "v" : "k"), DType::F32, {nkv, P, hd}));
+        std::vector<float>& dst = which ? a.v : a.k;
+        for (int64_t g = 0; g < nkv; ++g)
+          std::memcpy(dst.data() + g * a.cap * hd, src.data() + g * P * hd,
+                      size_t(P * hd) * sizeof(float));
+      }
+    }
+  }
+  // tokens, key_valid, [last_logits], two per layer
+  const size_t expected = 2 + (s.last_logits.empty() ? 0 : 1) + 2 * c.layers.size();
+  if (f->tensors().size() != expected)
+    fail(path, ": ", f->tensors().size(), " tensors, expected ", expected);
+  return s;
+}
+
+}  // namespace jamba
