@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -28,14 +29,26 @@ inline std::string golden_dir(const std::string& name) {
   return std::string(JAMBA_SHARED_DIR) + "/golden/" + name;
 }
 
+// Removes the directories made by make_temp_dir at process exit (kept if JAMBA_KEEP_TEMP is set).
+struct TempDirRegistry {
+  std::vector<fs::path> dirs;
+  ~TempDirRegistry() {
+    if (std::getenv("JAMBA_KEEP_TEMP")) return;
+    std::error_code ec;
+    for (const auto& d : dirs) fs::remove_all(d, ec);
+  }
+};
+
 // A fresh, empty directory under the gtest temp dir (unique per call and per process).
 inline std::string make_temp_dir(const std::string& tag) {
   static std::atomic<int> counter{0};
+  static TempDirRegistry registry;
   const fs::path p = fs::path(::testing::TempDir()) /
                      ("jamba_" + tag + "_" + std::to_string(::getpid()) + "_" +
                       std::to_string(counter++));
   fs::remove_all(p);
   fs::create_directories(p);
+  registry.dirs.push_back(p);
   return p.string();
 }
 

@@ -198,7 +198,8 @@ TEST(ConfigErrors, OffsetNotBelowPeriod) {
 }
 
 TEST(ConfigErrors, HiddenNotDivisibleByHeads) {
-  expect_error(with(small(), "num_attention_heads", 6), {"hidden_size", "(64)", "num_attention_heads", "(6)"});
+  expect_error(with(small(), "num_attention_heads", 6),
+               {"hidden_size", "(64)", "num_attention_heads", "(6)"});
 }
 
 TEST(ConfigErrors, HeadsNotDivisibleByKvHeads) {

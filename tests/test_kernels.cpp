@@ -33,6 +33,12 @@ class Rng {
   float uniform(float lo, float hi) {
     return lo + (hi - lo) * float(g_() >> 8) * (1.0f / 16777216.0f);
   }
+  int64_t integer(int64_t lo, int64_t hi) { return lo + int64_t(g_() % uint32_t(hi - lo + 1)); }
+  bool coin() { return g_() & 1u; }
+  template <class T, size_t n>
+  T pick(const T (&options)[n]) {
+    return options[g_() % n];
+  }
   std::vector<float> vec(int64_t n, float lo, float hi) {
     std::vector<float> v(static_cast<size_t>(n));
     for (float& x : v) x = uniform(lo, hi);
@@ -81,6 +87,21 @@ Diff compare(const std::vector<float>& got, const std::vector<float>& want, floa
     }
   }
   return d;
+}
+
+std::vector<int64_t> random_chunks(Rng& r, int64_t max_calls, int64_t max_len) {
+  std::vector<int64_t> c(size_t(r.integer(1, max_calls)));
+  for (int64_t& n : c) n = r.integer(1, max_len);
+  return c;
+}
+
+// The hand-picked table followed by `n` random shapes drawn with a fixed seed.
+template <class Case, size_t n_table, class Gen>
+std::vector<Case> with_random(const Case (&table)[n_table], int n, uint32_t seed, Gen gen) {
+  std::vector<Case> v(std::begin(table), std::end(table));
+  Rng r(seed);
+  for (int i = 0; i < n; ++i) v.push_back(gen(r));
+  return v;
 }
 
 std::string describe(const Diff& d) {
@@ -139,7 +160,11 @@ const GemmCase kGemmCases[] = {
 TEST(KernelGemm, CpuMatchesRef) {
   Rng rng(101);
   ErrorLog log{"gemm"};
-  for (const GemmCase& c : kGemmCases) {
+  const auto cases = with_random(kGemmCases, 30, 11, [](Rng& r) {
+    return GemmCase{r.integer(1, 40),   r.integer(1, 300), r.integer(0, 600), r.integer(0, 5),
+                    r.integer(0, 5),    r.integer(0, 5),   r.coin(),          r.coin()};
+  });
+  for (const GemmCase& c : cases) {
     const int64_t lda = c.K + c.pad_a, ldw = c.K + c.pad_w, ldc = c.N + c.pad_c;
     const float ws = c.K > 0 ? 1.0f / std::sqrt(float(c.K)) : 1.0f;  // outputs O(1)
     const auto A = rng.mat(c.M, c.K, lda, -1, 1);
@@ -180,7 +205,13 @@ const RmsNormCase kRmsNormCases[] = {
 TEST(KernelRmsNorm, CpuMatchesRef) {
   Rng rng(202);
   ErrorLog log{"rmsnorm"};
-  for (const RmsNormCase& c : kRmsNormCases) {
+  const auto cases = with_random(kRmsNormCases, 30, 22, [](Rng& r) {
+    const bool inplace = r.coin();
+    const int64_t pad = r.integer(0, 4);
+    return RmsNormCase{r.integer(1, 20), r.integer(1, 3000), pad, inplace ? pad : r.integer(0, 4),
+                       inplace, r.uniform(0.01f, 4.0f)};
+  });
+  for (const RmsNormCase& c : cases) {
     const int64_t ldx = c.D + c.pad_x, ldy = c.inplace ? ldx : c.D + c.pad_y;
     const auto X = rng.mat(c.M, c.D, ldx, -c.x_scale, c.x_scale, c.inplace ? kSentinel : kNaN);
     const auto w = rng.vec(c.D, 0.5f, 1.5f);
@@ -236,7 +267,16 @@ const AttentionCase kAttentionCases[] = {
 TEST(KernelAttention, CpuMatchesRef) {
   Rng rng(303);
   ErrorLog log{"attention"};
-  for (const AttentionCase& c : kAttentionCases) {
+  const auto cases = with_random(kAttentionCases, 40, 33, [](Rng& r) {
+    const int64_t nkv = r.integer(1, 3), group = r.pick({1, 2, 4, 8});
+    const int64_t Lq = r.coin() ? 1 : r.integer(2, 40), pos0 = r.coin() ? 0 : r.integer(1, 300);
+    const int64_t T = pos0 + Lq + (r.coin() ? 0 : r.integer(1, 20));
+    const Mask mask = r.pick({Mask::kNone, Mask::kLeftPad, Mask::kRandom, Mask::kAllMasked});
+    return AttentionCase{Lq,   T,    nkv * group,      nkv,
+                         r.pick({1, 3, 4, 8, 17, 64, 128}), pos0, mask, r.integer(0, T),
+                         r.integer(0, 3), r.integer(0, 3), r.uniform(0.5f, 8.0f)};
+  });
+  for (const AttentionCase& c : cases) {
     const int64_t ldq = c.nh * c.hd + c.pad_q, stride = c.T * c.hd + c.pad_kv;
     const auto q = rng.mat(c.Lq, c.nh * c.hd, ldq, -c.q_scale, c.q_scale);
     // Per kv head a [T, hd] block; the gap between blocks is NaN.
@@ -287,7 +327,11 @@ const ConvCase kConvCases[] = {
 TEST(KernelConv1dSilu, CpuMatchesRef) {
   Rng rng(404);
   ErrorLog log{"conv1d_silu"};
-  for (const ConvCase& c : kConvCases) {
+  const auto cases = with_random(kConvCases, 30, 44, [](Rng& r) {
+    return ConvCase{r.integer(1, 300),       r.pick({1, 2, 3, 4, 7}), random_chunks(r, 4, 12),
+                    r.integer(0, 3),         r.integer(0, 3),         r.coin(), r.coin()};
+  });
+  for (const ConvCase& c : cases) {
     int64_t L = 0;
     for (int64_t n : c.chunks) L += n;
     const int64_t ldx = c.Din + c.pad_x, ldo = c.Din + c.pad_o;
@@ -341,7 +385,12 @@ const ScanCase kScanCases[] = {
 TEST(KernelSelectiveScan, CpuMatchesRef) {
   Rng rng(505);
   ErrorLog log{"selective_scan"};
-  for (const ScanCase& c : kScanCases) {
+  const auto cases = with_random(kScanCases, 30, 55, [](Rng& r) {
+    const int64_t Din = r.integer(1, 100), d0 = r.integer(0, Din - 1), d1 = r.integer(d0 + 1, Din);
+    return ScanCase{Din,  r.pick({1, 5, 16, 17, 64, 65}), d0, d1, random_chunks(r, 3, 40),
+                    r.coin() ? 0 : r.integer(0, d1 - d0), r.integer(0, 3), r.coin()};
+  });
+  for (const ScanCase& c : cases) {
     int64_t L = 0;
     for (int64_t n : c.chunks) L += n;
     const int64_t Din = c.Din, N = c.N, R = 7;  // R: the dt_rank columns before B, C

@@ -135,8 +135,9 @@ TEST(LoaderFormat, MalformedEntries) {
       {[&](json& h) { h[t]["shape"] = "64"; }, {t, "shape", "\"64\""}},
       {[&](json& h) { h[t]["data_offsets"] = {8, 4}; }, {t, "[8,4]", "reversed"}},
       {[&](json& h) { h[t]["data_offsets"] = {-4, 252}; }, {t, "got [-4,252]"}},
-      {[&](json& h) { h[t] = 5; }, {t, "dtype, shape and data_offsets"}},
-      {[&](json& h) { h["__metadata__"]["format"] = 1; }, {"__metadata__", "format"}},
+      {[&](json& h) { h[t] = 5; }, {t, "dtype, shape and data_offsets, got 5"}},
+      {[&](json& h) { h["__metadata__"]["format"] = 1; }, {"__metadata__", "'format'", "got 1"}},
+      {[&](json& h) { h["__metadata__"] = "pt"; }, {"__metadata__", "got \"pt\""}},
   };
   for (const auto& [edit, parts] : cases) {
     const std::string dir = copy_case("dense-tiny");
@@ -618,6 +619,18 @@ TEST(LoaderWriter, AtomicReplaceLeavesNoTempFile) {
         << e.what();
   }
   EXPECT_FALSE(std::filesystem::exists(dir + "/no_such_dir"));
+  // A duplicate name would orphan the first tensor's bytes: refused, the old file is kept.
+  SafetensorsWriter dup;
+  dup.add_f32("x", {1}, &one);
+  dup.add_f32("x", {1}, &two);
+  try {
+    dup.write(path);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'x'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(tensor_to_f32(SafetensorsFile::open(path)->get("x")), std::vector<float>{2.f});
 }
 
 }  // namespace

@@ -58,17 +58,19 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     const std::string& name = it.key();
     const json& v = it.value();
     if (name == "__metadata__") {
-      if (!v.is_object()) fail(path, ": __metadata__ is not an object");
+      if (!v.is_object()) fail(path, ": __metadata__ must be an object, got ", v.dump());
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string())
-          fail(path, ": __metadata__ value for '", m.key(), "' is not a string");
+          fail(path, ": __metadata__ value for '", m.key(), "' must be a string, got ",
+               m.value().dump());
         f->metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
     if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") ||
         !v.contains("data_offsets"))
-      fail(path, ": tensor '", name, "': entry must have dtype, shape and data_offsets");
+      fail(path, ": tensor '", name, "': entry must have dtype, shape and data_offsets, got ",
+           v.dump());
     TensorInfo t;
     t.name = name;
     t.file = path;
@@ -278,6 +280,9 @@ void write_safetensors_streaming(const std::string& path, const std::vector<Tens
   uint64_t off = 0;
   for (const auto& t : specs) {
     const uint64_t n = spec_bytes(t);
+    if (header.contains(t.name) || t.name == "__metadata__")
+      fail(path, ": cannot write tensor '", t.name, "': the name is ",
+           t.name == "__metadata__" ? "reserved" : "already used by another tensor");
     header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))},
                       {"shape", t.shape},
                       {"data_offsets", {off, off + n}}};

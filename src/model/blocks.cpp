@@ -64,7 +64,8 @@ void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,
   std::vector<Task> tasks;
   for (const Segment& s : segs)
     for (int64_t d0 = 0; d0 < Din; d0 += block) tasks.push_back({&s, d0, std::min(Din, d0 + block)});
-#pragma omp parallel for schedule(dynamic)
+  const bool par = M * Din * N > 32768;  // below this a parallel region costs more than the scan
+#pragma omp parallel for schedule(dynamic) if (par)
   for (size_t ti = 0; ti < tasks.size(); ++ti) {
     const Segment& s = *tasks[ti].s;
     const int64_t r = s.row0;

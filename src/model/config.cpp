@@ -31,8 +31,8 @@ void read_field(const json& j, const char* key, T* out, const std::string& src) 
       if (!v.is_boolean()) throw std::invalid_argument("");
       *out = v.get<bool>();
     } else if constexpr (std::is_integral_v<T>) {
-      if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
-        throw std::invalid_argument("");
+      constexpr uint64_t kMax = uint64_t(std::numeric_limits<int64_t>::max());
+      if (v.is_number_unsigned() && v.get<uint64_t>() > kMax) throw std::invalid_argument("");
       if (!v.is_number_integer()) {
         // Accept integral floats like 4.0 (within the int64 range: 2^63 is exact in double).
         const double d = v.is_number_float() ? v.get<double>() : 0.5;

@@ -67,7 +67,10 @@ void attention(const AttentionArgs& a) {
   const int64_t G = a.nh / a.nkv;
   const int64_t n_qt = (a.Lq + kQTile - 1) / kQTile;
   const int64_t hd = a.hd;
-#pragma omp parallel
+  // Small problems (decode on tiny models) run on the calling thread: a parallel region costs
+  // more than the work.
+  const bool par = a.Lq * a.T * a.nh * hd > 65536;
+#pragma omp parallel if (par)
   {
     const int64_t rows = kQTile * G;
     std::vector<float> acc(static_cast<size_t>(rows * hd));
