@@ -13,5 +13,6 @@ Runner add_info(CLI::App& app);
 Runner add_init(CLI::App& app);
 Runner add_generate(CLI::App& app);
 Runner add_chat(CLI::App& app);
+Runner add_demo(CLI::App& app);
 
 }  // namespace jamba::app

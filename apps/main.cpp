@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   reg("info", "layer schedule, parameter counts and memory of a checkpoint", jamba::app::add_info);
   reg("generate", "generate text from a prompt, streamed, with speed", jamba::app::add_generate);
   reg("chat", "interactive chat with history", jamba::app::add_chat);
+  reg("demo", "built-in default job: random small model, prefill + batched decode speed",
+      jamba::app::add_demo);
   reg("init", "write a randomly initialised checkpoint (HF layout)", jamba::app::add_init);
   try {
     app.parse(argc, argv);

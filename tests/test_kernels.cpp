@@ -5,10 +5,12 @@
 // its rows poisons its output; output padding is a finite sentinel and must come back unchanged.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <sstream>
@@ -138,6 +140,7 @@ struct GemmCase {
   bool bias, accumulate;
 };
 
+// clang-format off
 const GemmCase kGemmCases[] = {
     {1, 257, 131, 0, 0, 0, false, false},  // M = 1: gemv path
     {1, 300, 515, 3, 0, 0, true, false},   // gemv + bias
@@ -156,13 +159,20 @@ const GemmCase kGemmCases[] = {
     {1, 9, 0, 0, 0, 0, true, false},   // K = 0 with M = 1
     {0, 9, 5, 0, 0, 0, true, false},   // M = 0: nothing to do
 };
+// clang-format on
 
 TEST(KernelGemm, CpuMatchesRef) {
   Rng rng(101);
   ErrorLog log{"gemm"};
   const auto cases = with_random(kGemmCases, 30, 11, [](Rng& r) {
-    return GemmCase{r.integer(1, 40),   r.integer(1, 300), r.integer(0, 600), r.integer(0, 5),
-                    r.integer(0, 5),    r.integer(0, 5),   r.coin(),          r.coin()};
+    return GemmCase{.M = r.integer(1, 40),
+                    .N = r.integer(1, 300),
+                    .K = r.integer(0, 600),
+                    .pad_a = r.integer(0, 5),
+                    .pad_w = r.integer(0, 5),
+                    .pad_c = r.integer(0, 5),
+                    .bias = r.coin(),
+                    .accumulate = r.coin()};
   });
   for (const GemmCase& c : cases) {
     const int64_t lda = c.K + c.pad_a, ldw = c.K + c.pad_w, ldc = c.N + c.pad_c;
@@ -172,8 +182,17 @@ TEST(KernelGemm, CpuMatchesRef) {
     const auto bias = rng.vec(c.N, -1, 1);
     const auto C0 = rng.mat(c.M, c.N, ldc, -1, 1, kSentinel);
     auto Cr = C0, Cc = C0;
-    GemmArgs a{c.M, c.N, c.K, A.data(), lda, W.data(), ldw, Cr.data(), ldc,
-               c.bias ? bias.data() : nullptr, c.accumulate};
+    GemmArgs a{.M = c.M,
+               .N = c.N,
+               .K = c.K,
+               .A = A.data(),
+               .lda = lda,
+               .W = W.data(),
+               .ldw = ldw,
+               .C = Cr.data(),
+               .ldc = ldc,
+               .bias = c.bias ? bias.data() : nullptr,
+               .accumulate = c.accumulate};
     ref::gemm(a);
     a.C = Cc.data();
     cpu::gemm(a);
@@ -193,6 +212,7 @@ struct RmsNormCase {
   float x_scale;
 };
 
+// clang-format off
 const RmsNormCase kRmsNormCases[] = {
     {1, 1, 0, 0, false, 1.0f},      {3, 7, 0, 0, false, 3.0f},
     {5, 4096, 3, 5, false, 2.0f},   {17, 257, 0, 0, true, 1.0f},
@@ -201,6 +221,7 @@ const RmsNormCase kRmsNormCases[] = {
     {6, 333, 1, 2, false, 1e-3f},  // mean(x^2) ~ eps
     {4, 515, 0, 0, true, 0.0f},    // zero rows: y = 0
 };
+// clang-format on
 
 TEST(KernelRmsNorm, CpuMatchesRef) {
   Rng rng(202);
@@ -208,8 +229,12 @@ TEST(KernelRmsNorm, CpuMatchesRef) {
   const auto cases = with_random(kRmsNormCases, 30, 22, [](Rng& r) {
     const bool inplace = r.coin();
     const int64_t pad = r.integer(0, 4);
-    return RmsNormCase{r.integer(1, 20), r.integer(1, 3000), pad, inplace ? pad : r.integer(0, 4),
-                       inplace, r.uniform(0.01f, 4.0f)};
+    return RmsNormCase{.M = r.integer(1, 20),
+                       .D = r.integer(1, 3000),
+                       .pad_x = pad,
+                       .pad_y = inplace ? pad : r.integer(0, 4),
+                       .inplace = inplace,
+                       .x_scale = r.uniform(0.01f, 4.0f)};
   });
   for (const RmsNormCase& c : cases) {
     const int64_t ldx = c.D + c.pad_x, ldy = c.inplace ? ldx : c.D + c.pad_y;
@@ -244,6 +269,7 @@ struct AttentionCase {
   float q_scale;  // larger = peakier softmax
 };
 
+// clang-format off
 const AttentionCase kAttentionCases[] = {
     {37, 37, 4, 4, 64, 0, Mask::kNone, 0, 0, 0, 4.0f},      // MHA (group 1)
     {50, 50, 8, 4, 3, 0, Mask::kNone, 0, 5, 3, 2.0f},       // group 2, hd 3, strided
@@ -263,6 +289,7 @@ const AttentionCase kAttentionCases[] = {
     {70, 270, 8, 4, 64, 200, Mask::kRandom, 0, 0, 5, 4.0f},  // holes in the mask
     {33, 33, 2, 2, 128, 0, Mask::kRandom, 0, 0, 0, 16.0f},  // very peaky
 };
+// clang-format on
 
 TEST(KernelAttention, CpuMatchesRef) {
   Rng rng(303);
@@ -272,9 +299,17 @@ TEST(KernelAttention, CpuMatchesRef) {
     const int64_t Lq = r.coin() ? 1 : r.integer(2, 40), pos0 = r.coin() ? 0 : r.integer(1, 300);
     const int64_t T = pos0 + Lq + (r.coin() ? 0 : r.integer(1, 20));
     const Mask mask = r.pick({Mask::kNone, Mask::kLeftPad, Mask::kRandom, Mask::kAllMasked});
-    return AttentionCase{Lq,   T,    nkv * group,      nkv,
-                         r.pick({1, 3, 4, 8, 17, 64, 128}), pos0, mask, r.integer(0, T),
-                         r.integer(0, 3), r.integer(0, 3), r.uniform(0.5f, 8.0f)};
+    return AttentionCase{.Lq = Lq,
+                         .T = T,
+                         .nh = nkv * group,
+                         .nkv = nkv,
+                         .hd = r.pick({1, 3, 4, 8, 17, 64, 128}),
+                         .pos0 = pos0,
+                         .mask = mask,
+                         .left_pad = r.integer(0, T),
+                         .pad_q = r.integer(0, 3),
+                         .pad_kv = r.integer(0, 3),
+                         .q_scale = r.uniform(0.5f, 8.0f)};
   });
   for (const AttentionCase& c : cases) {
     const int64_t ldq = c.nh * c.hd + c.pad_q, stride = c.T * c.hd + c.pad_kv;
@@ -289,9 +324,21 @@ TEST(KernelAttention, CpuMatchesRef) {
       if (c.mask == Mask::kAllMasked) valid[size_t(j)] = 0;
     }
     std::vector<float> Or(size_t(c.Lq * ldq), kSentinel), Oc = Or;
-    AttentionArgs a{c.Lq, c.T, c.nh, c.nkv, c.hd, c.pos0, q.data(), ldq, k.data(), v.data(), stride,
-                    c.mask == Mask::kNone ? nullptr : valid.data(),
-                    1.0f / std::sqrt(float(c.hd)), Or.data(), ldq};
+    AttentionArgs a{.Lq = c.Lq,
+                    .T = c.T,
+                    .nh = c.nh,
+                    .nkv = c.nkv,
+                    .hd = c.hd,
+                    .pos0 = c.pos0,
+                    .q = q.data(),
+                    .ldq = ldq,
+                    .k = k.data(),
+                    .v = v.data(),
+                    .kv_head_stride = stride,
+                    .key_valid = c.mask == Mask::kNone ? nullptr : valid.data(),
+                    .scale = 1.0f / std::sqrt(float(c.hd)),
+                    .out = Or.data(),
+                    .ldo = ldq};
     ref::attention(a);
     a.out = Oc.data();
     cpu::attention(a);
@@ -311,6 +358,7 @@ struct ConvCase {
   bool bias, fresh;  // fresh: zero initial state
 };
 
+// clang-format off
 const ConvCase kConvCases[] = {
     {64, 4, {1}, 0, 0, true, true},                 // L = 1, fresh
     {100, 4, {2}, 0, 0, true, false},               // L < K
@@ -323,13 +371,19 @@ const ConvCase kConvCases[] = {
     {70, 20, {5, 30}, 0, 0, true, false},           // K > 16: heap window path
     {1, 4, {1, 2, 3, 4}, 0, 0, false, false},       // one channel
 };
+// clang-format on
 
 TEST(KernelConv1dSilu, CpuMatchesRef) {
   Rng rng(404);
   ErrorLog log{"conv1d_silu"};
   const auto cases = with_random(kConvCases, 30, 44, [](Rng& r) {
-    return ConvCase{r.integer(1, 300),       r.pick({1, 2, 3, 4, 7}), random_chunks(r, 4, 12),
-                    r.integer(0, 3),         r.integer(0, 3),         r.coin(), r.coin()};
+    return ConvCase{.Din = r.integer(1, 300),
+                    .K = r.pick({1, 2, 3, 4, 7}),
+                    .chunks = random_chunks(r, 4, 12),
+                    .pad_x = r.integer(0, 3),
+                    .pad_o = r.integer(0, 3),
+                    .bias = r.coin(),
+                    .fresh = r.coin()};
   });
   for (const ConvCase& c : cases) {
     int64_t L = 0;
@@ -338,8 +392,8 @@ TEST(KernelConv1dSilu, CpuMatchesRef) {
     const auto x = rng.mat(L, c.Din, ldx, -2, 2);
     const auto w = rng.vec(c.Din * c.K, -0.5f, 0.5f);
     const auto bias = rng.vec(c.Din, -0.2f, 0.2f);
-    const auto S0 = c.fresh ? std::vector<float>(size_t(c.Din * c.K), 0.0f)
-                            : rng.vec(c.Din * c.K, -2, 2);
+    const auto S0 =
+        c.fresh ? std::vector<float>(size_t(c.Din * c.K), 0.0f) : rng.vec(c.Din * c.K, -2, 2);
     auto Sr = S0, Sc = S0;
     std::vector<float> Or(size_t(L * ldo), kSentinel), Oc = Or;
     const float* b = c.bias ? bias.data() : nullptr;
@@ -369,6 +423,7 @@ struct ScanCase {
   bool fresh;                   // zero initial state
 };
 
+// clang-format off
 const ScanCase kScanCases[] = {
     {37, 1, 0, 37, {1}, 0, 0, true},                 // N = 1, L = 1
     {50, 5, 3, 45, {7, 1, 20}, 0, 3, false},          // N = 5, continuation
@@ -381,14 +436,21 @@ const ScanCase kScanCases[] = {
     {64, 16, 0, 64, {3000}, 0, 0, true},              // long L in one call
     {100, 16, 0, 100, {1, 1, 1, 1}, 37, 0, false},    // decode steps
 };
+// clang-format on
 
 TEST(KernelSelectiveScan, CpuMatchesRef) {
   Rng rng(505);
   ErrorLog log{"selective_scan"};
   const auto cases = with_random(kScanCases, 30, 55, [](Rng& r) {
     const int64_t Din = r.integer(1, 100), d0 = r.integer(0, Din - 1), d1 = r.integer(d0 + 1, Din);
-    return ScanCase{Din,  r.pick({1, 5, 16, 17, 64, 65}), d0, d1, random_chunks(r, 3, 40),
-                    r.coin() ? 0 : r.integer(0, d1 - d0), r.integer(0, 3), r.coin()};
+    return ScanCase{.Din = Din,
+                    .N = r.pick({1, 5, 16, 17, 64, 65}),
+                    .d0 = d0,
+                    .d1 = d1,
+                    .chunks = random_chunks(r, 3, 40),
+                    .split = r.coin() ? 0 : r.integer(0, d1 - d0),
+                    .pad = r.integer(0, 3),
+                    .fresh = r.coin()};
   });
   for (const ScanCase& c : cases) {
     int64_t L = 0;
@@ -416,11 +478,26 @@ TEST(KernelSelectiveScan, CpuMatchesRef) {
     auto Hr = H0, Hc = H0;
     std::vector<float> Yr(size_t(L * ldy), kSentinel), Yc = Yr;
     auto args = [&](int64_t t0, int64_t n, int64_t d0, int64_t d1, float* h, float* y) {
-      return ScanArgs{n,  Din, N,           d0,   d1,
-                      xz.data() + t0 * ldxz,        ldxz, dt.data() + t0 * lddt, lddt,
-                      bc.data() + t0 * ldbc + R,    ldbc, bc.data() + t0 * ldbc + R + N, ldbc,
-                      xz.data() + t0 * ldxz + Din,  ldxz, A.data(), D.data(), h, y + t0 * ldy,
-                      ldy};
+      return ScanArgs{.L = n,
+                      .Din = Din,
+                      .N = N,
+                      .d0 = d0,
+                      .d1 = d1,
+                      .x = xz.data() + t0 * ldxz,
+                      .ldx = ldxz,
+                      .dt = dt.data() + t0 * lddt,
+                      .lddt = lddt,
+                      .Bm = bc.data() + t0 * ldbc + R,
+                      .ldb = ldbc,
+                      .Cm = bc.data() + t0 * ldbc + R + N,
+                      .ldc = ldbc,
+                      .z = xz.data() + t0 * ldxz + Din,
+                      .ldz = ldxz,
+                      .A = A.data(),
+                      .D = D.data(),
+                      .h = h,
+                      .y = y + t0 * ldy,
+                      .ldy = ldy};
     };
     ref::selective_scan(args(0, L, c.d0, c.d1, Hr.data(), Yr.data()));
     int64_t t0 = 0;
@@ -446,10 +523,10 @@ TEST(KernelSelectiveScan, CpuMatchesRef) {
 // Values the elementwise kernels must get right besides random ones: 0, the softplus threshold
 // (20), the float exp overflow region (88.4 .. 88.8) and beyond (+-90), tiny magnitudes.
 std::vector<float> special_values() {
-  std::vector<float> v = {0.0f,   -0.0f,  1e-3f,  -1e-3f, 1e-7f,  -1e-7f, 1.0f,   -1.0f,
-                          19.99f, 20.0f,  20.01f, -19.99f, -20.0f, -20.01f, 30.0f, -30.0f,
-                          87.0f,  -87.0f, 87.5f,  -87.5f, 88.5f,  -88.5f, 88.75f, -88.75f,
-                          90.0f,  -90.0f, 100.0f, -100.0f};
+  std::vector<float> v = {0.0f,   -0.0f,  1e-3f,   -1e-3f, 1e-7f,   -1e-7f, 1.0f,
+                          -1.0f,  19.99f, 20.0f,   20.01f, -19.99f, -20.0f, -20.01f,
+                          30.0f,  -30.0f, 87.0f,   -87.0f, 87.5f,   -87.5f, 88.5f,
+                          -88.5f, 88.75f, -88.75f, 90.0f,  -90.0f,  100.0f, -100.0f};
   for (float x = -21.0f; x <= 21.0f; x += 0.125f) v.push_back(x);
   return v;
 }
@@ -459,9 +536,11 @@ struct ElementwiseCase {
   float lo_hi;
 };
 
+// clang-format off
 const ElementwiseCase kElementwiseCases[] = {
     {1, 1.0f}, {7, 1.0f}, {1001, 30.0f}, {70001, 25.0f},  // > 65536: threaded
 };
+// clang-format on
 
 TEST(KernelSiluMul, CpuMatchesRef) {
   Rng rng(606);
