@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   reg("demo", "built-in default job: random small model, prefill + batched decode speed",
       jamba::app::add_demo);
   reg("init", "write a randomly initialised checkpoint (HF layout)", jamba::app::add_init);
+  reg("grad", "losses, gradients and AdamW steps on a batch (training check)", jamba::app::add_grad);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,6 +1,7 @@
 // Kernel micro-benchmarks: jamba::cpu (production sizes) and jamba::ref (small sizes; the
 // reference is scalar double-accumulating code). Where a ref benchmark exists, a cpu benchmark of
-// the same shape sits next to it ("/small" suffix) so the speedup is a ratio of two lines.
+// the same shape sits next to it (cpu_small_* next to ref_small_*) so the speedup is a ratio
+// of two lines. Filter with --benchmark_filter=cpu_ or =ref_; OMP_NUM_THREADS=1 for one core.
 // Counters are rates over wall time (UseRealTime: the cpu kernels run OpenMP threads):
 //   FLOP/s  — useful floating-point operations (exp counted as one);
 //   B/s     — bytes that must cross memory at least once (weights / KV cache / activations);
@@ -76,21 +77,21 @@ void bm_attention(benchmark::State& st, Impl impl, int64_t Lq, int64_t T, int64_
   const auto k = random_vec(nkv * T * hd, -1, 1, 6);
   const auto v = random_vec(nkv * T * hd, -1, 1, 7);
   std::vector<float> out(size_t(Lq * nh * hd));
-  const AttentionArgs a{Lq,
-                        T,
-                        nh,
-                        nkv,
-                        hd,
-                        pos0,
-                        q.data(),
-                        nh * hd,
-                        k.data(),
-                        v.data(),
-                        T * hd,
-                        nullptr,
-                        1.0f / std::sqrt(float(hd)),
-                        out.data(),
-                        nh * hd};
+  const AttentionArgs a{.Lq = Lq,
+                        .T = T,
+                        .nh = nh,
+                        .nkv = nkv,
+                        .hd = hd,
+                        .pos0 = pos0,
+                        .q = q.data(),
+                        .ldq = nh * hd,
+                        .k = k.data(),
+                        .v = v.data(),
+                        .kv_head_stride = T * hd,
+                        .key_valid = nullptr,
+                        .scale = 1.0f / std::sqrt(float(hd)),
+                        .out = out.data(),
+                        .ldo = nh * hd};
   for (auto _ : st) {
     impl == Impl::kCpu ? cpu::attention(a) : ref::attention(a);
     benchmark::DoNotOptimize(out.data());
@@ -137,9 +138,26 @@ void bm_scan(benchmark::State& st, Impl impl, int64_t L, int64_t Din, int64_t N,
   const auto D = random_vec(Din, 0.5f, 1.5f, 17);
   std::vector<float> h(size_t(Din * N), 0.0f), y(size_t(L * Din));
   auto args = [&](int64_t d0, int64_t d1) {
-    return ScanArgs{L,         Din,      N,        d0,       d1,       x.data(), Din,
-                    dt.data(), Din,      B.data(), N,        C.data(), N,        z.data(),
-                    Din,       A.data(), D.data(), h.data(), y.data(), Din};
+    return ScanArgs{.L = L,
+                    .Din = Din,
+                    .N = N,
+                    .d0 = d0,
+                    .d1 = d1,
+                    .x = x.data(),
+                    .ldx = Din,
+                    .dt = dt.data(),
+                    .lddt = Din,
+                    .Bm = B.data(),
+                    .ldb = N,
+                    .Cm = C.data(),
+                    .ldc = N,
+                    .z = z.data(),
+                    .ldz = Din,
+                    .A = A.data(),
+                    .D = D.data(),
+                    .h = h.data(),
+                    .y = y.data(),
+                    .ldy = Din};
   };
   constexpr int64_t kBlock = 256;
   for (auto _ : st) {
@@ -167,38 +185,38 @@ void bm_scan(benchmark::State& st, Impl impl, int64_t L, int64_t Din, int64_t N,
   BENCHMARK_CAPTURE(__VA_ARGS__)->UseRealTime()->Unit(benchmark::kMillisecond)
 
 // gemm (a Jamba-mini-like 2560 x 2560 projection): prefill M = 512, decode M = 1 (gemv path).
-JAMBA_BENCH(bm_gemm, cpu / prefill_M512_K2560_N2560, Impl::kCpu, 512, 2560, 2560);
-JAMBA_BENCH(bm_gemm, cpu / decode_M1_K2560_N2560, Impl::kCpu, 1, 2560, 2560);
-JAMBA_BENCH(bm_gemm, ref / decode_M1_K2560_N2560, Impl::kRef, 1, 2560, 2560);
-JAMBA_BENCH(bm_gemm, cpu / small_M16_K1024_N1024, Impl::kCpu, 16, 1024, 1024);
-JAMBA_BENCH(bm_gemm, ref / small_M16_K1024_N1024, Impl::kRef, 16, 1024, 1024);
+JAMBA_BENCH(bm_gemm, cpu_prefill_M512_K2560_N2560, Impl::kCpu, 512, 2560, 2560);
+JAMBA_BENCH(bm_gemm, cpu_decode_M1_K2560_N2560, Impl::kCpu, 1, 2560, 2560);
+JAMBA_BENCH(bm_gemm, ref_decode_M1_K2560_N2560, Impl::kRef, 1, 2560, 2560);
+JAMBA_BENCH(bm_gemm, cpu_small_M16_K1024_N1024, Impl::kCpu, 16, 1024, 1024);
+JAMBA_BENCH(bm_gemm, ref_small_M16_K1024_N1024, Impl::kRef, 16, 1024, 1024);
 
 // selective scan: L = 512 tokens, Din = 5120 channels, N = 16 states.
-JAMBA_BENCH(bm_scan, cpu / L512_D5120_N16_1thread, Impl::kCpu, 512, 5120, 16, false);
-JAMBA_BENCH(bm_scan, cpu / L512_D5120_N16_omp, Impl::kCpu, 512, 5120, 16, true);
-JAMBA_BENCH(bm_scan, cpu / small_L128_D1024_N16, Impl::kCpu, 128, 1024, 16, false);
-JAMBA_BENCH(bm_scan, ref / small_L128_D1024_N16, Impl::kRef, 128, 1024, 16, false);
+JAMBA_BENCH(bm_scan, cpu_L512_D5120_N16_1thread, Impl::kCpu, 512, 5120, 16, false);
+JAMBA_BENCH(bm_scan, cpu_L512_D5120_N16_omp, Impl::kCpu, 512, 5120, 16, true);
+JAMBA_BENCH(bm_scan, cpu_small_L128_D1024_N16, Impl::kCpu, 128, 1024, 16, false);
+JAMBA_BENCH(bm_scan, ref_small_L128_D1024_N16, Impl::kRef, 128, 1024, 16, false);
 
 // attention, hd = 128, GQA: a 128-query prefill chunk ending at T = 4096 and decode at T = 4096
 // (32 query heads / 8 kv heads); small shapes for the ref comparison.
-JAMBA_BENCH(bm_attention, cpu / prefill_Lq128_T4096_h32_kv8, Impl::kCpu, 128, 4096, 32, 8, 128);
-JAMBA_BENCH(bm_attention, cpu / decode_T4096_h32_kv8, Impl::kCpu, 1, 4096, 32, 8, 128);
-JAMBA_BENCH(bm_attention, cpu / small_prefill_Lq16_T512_h8_kv2, Impl::kCpu, 16, 512, 8, 2, 128);
-JAMBA_BENCH(bm_attention, ref / small_prefill_Lq16_T512_h8_kv2, Impl::kRef, 16, 512, 8, 2, 128);
-JAMBA_BENCH(bm_attention, cpu / small_decode_T1024_h8_kv2, Impl::kCpu, 1, 1024, 8, 2, 128);
-JAMBA_BENCH(bm_attention, ref / small_decode_T1024_h8_kv2, Impl::kRef, 1, 1024, 8, 2, 128);
+JAMBA_BENCH(bm_attention, cpu_prefill_Lq128_T4096_h32_kv8, Impl::kCpu, 128, 4096, 32, 8, 128);
+JAMBA_BENCH(bm_attention, cpu_decode_T4096_h32_kv8, Impl::kCpu, 1, 4096, 32, 8, 128);
+JAMBA_BENCH(bm_attention, cpu_small_prefill_Lq16_T512_h8_kv2, Impl::kCpu, 16, 512, 8, 2, 128);
+JAMBA_BENCH(bm_attention, ref_small_prefill_Lq16_T512_h8_kv2, Impl::kRef, 16, 512, 8, 2, 128);
+JAMBA_BENCH(bm_attention, cpu_small_decode_T1024_h8_kv2, Impl::kCpu, 1, 1024, 8, 2, 128);
+JAMBA_BENCH(bm_attention, ref_small_decode_T1024_h8_kv2, Impl::kRef, 1, 1024, 8, 2, 128);
 
 // conv1d + SiLU, K = 4: prefill L = 512 and decode L = 1 over Din = 5120.
-JAMBA_BENCH(bm_conv, cpu / prefill_L512_D5120_K4, Impl::kCpu, 512, 5120, 4);
-JAMBA_BENCH(bm_conv, cpu / decode_L1_D5120_K4, Impl::kCpu, 1, 5120, 4);
-JAMBA_BENCH(bm_conv, cpu / small_L64_D1024_K4, Impl::kCpu, 64, 1024, 4);
-JAMBA_BENCH(bm_conv, ref / small_L64_D1024_K4, Impl::kRef, 64, 1024, 4);
+JAMBA_BENCH(bm_conv, cpu_prefill_L512_D5120_K4, Impl::kCpu, 512, 5120, 4);
+JAMBA_BENCH(bm_conv, cpu_decode_L1_D5120_K4, Impl::kCpu, 1, 5120, 4);
+JAMBA_BENCH(bm_conv, cpu_small_L64_D1024_K4, Impl::kCpu, 64, 1024, 4);
+JAMBA_BENCH(bm_conv, ref_small_L64_D1024_K4, Impl::kRef, 64, 1024, 4);
 
 // rmsnorm over D = 2560 rows.
-JAMBA_BENCH(bm_rmsnorm, cpu / prefill_M512_D2560, Impl::kCpu, 512, 2560);
-JAMBA_BENCH(bm_rmsnorm, cpu / decode_M1_D2560, Impl::kCpu, 1, 2560);
-JAMBA_BENCH(bm_rmsnorm, cpu / small_M64_D2560, Impl::kCpu, 64, 2560);
-JAMBA_BENCH(bm_rmsnorm, ref / small_M64_D2560, Impl::kRef, 64, 2560);
+JAMBA_BENCH(bm_rmsnorm, cpu_prefill_M512_D2560, Impl::kCpu, 512, 2560);
+JAMBA_BENCH(bm_rmsnorm, cpu_decode_M1_D2560, Impl::kCpu, 1, 2560);
+JAMBA_BENCH(bm_rmsnorm, cpu_small_M64_D2560, Impl::kCpu, 64, 2560);
+JAMBA_BENCH(bm_rmsnorm, ref_small_M64_D2560, Impl::kRef, 64, 2560);
 
 }  // namespace
 }  // namespace jamba

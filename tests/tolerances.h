@@ -42,3 +42,41 @@ constexpr float kF16WeightsLogits = 0.05f;
 constexpr double kHalfWeightsTop1 = 0.9;
 
 }  // namespace jamba::tol
+
+namespace jamba::tol {
+
+// Training (../shared/golden-train/README.md, "Recommended tolerances"). The float32 reference
+// is itself this far from exact arithmetic (its noise floor): losses <= 6e-7, gradients <=
+// 5.5e-6 of each tensor's max |g| (global relative L2 <= 2.5e-6), grad norms <= 6.4e-5
+// relative, the AdamW update (final - initial) <= 1.6e-4 relative L2 per tensor, single final
+// weights <= 1e-4 (Adam amplifies the relative error of gradients near eps). Mistakes give
+// 5e-3 .. 2.5 on losses, >= 8.7e-4 on gradients, >= 0.27 on the final updates.
+constexpr float kTrainLoss = 1e-4f;             // losses, ce/aux parts, final_loss: abs
+constexpr float kTrainLossTarget = 1e-5f;       // what a careful float32 implementation reaches
+constexpr double kTrainGradRel = 1e-4;          // per tensor max|g - g_ref| / max|g_ref|
+constexpr double kTrainGradGlobalL2 = 1e-5;     // ||g - g_ref|| / ||g_ref|| over all parameters
+constexpr double kTrainGradNormRel = 1e-3;      // pre-clip global norm, relative, every step
+constexpr double kTrainFinalUpdateRel = 2e-3;   // per tensor ||d - d_ref|| / ||d_ref||, d = final - initial
+constexpr double kTrainFinalAbs = 2e-3;         // every final weight, abs (2 * lr: gross errors only)
+
+}  // namespace jamba::tol
+
+namespace jamba::tol {
+
+// Finite differences of float32 code (tests/test_train_fd.cpp): Richardson-extrapolated central
+// differences with h = 1e-2 (truncation ~h^4) of an objective accumulated in double; the float32
+// rounding of the forward (~1e-7 relative) divided by h leaves ~1e-5 of noise relative to the
+// gradient's max. Relative to each tensor's max |analytic|; a missing term or wrong factor
+// gives O(1e-1 .. 1).
+constexpr double kTrainFd = 2e-3;
+
+}  // namespace jamba::tol
+
+namespace jamba::tol {
+
+// AdamW in float32 vs the formula in double over 3 steps with lr 1e-2: each update is at most
+// ~lr, computed with float rounding (~1e-7 relative) on weights of O(1): a few 1e-7; a wrong
+// bias correction or eps placement gives >= 1e-4.
+constexpr double kAdamWFormula = 2e-6;
+
+}  // namespace jamba::tol

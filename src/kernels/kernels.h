@@ -95,6 +95,20 @@ struct ScanArgs {
   int64_t ldy;
 };
 
+// C[M,N] (ldc) = A[M,K] (lda, f32) @ W[N,K]^T (ldw, bf16 bits) (+ bias) (+ C if accumulate).
+// The weights stay bf16 in memory (half the bytes of f32); products and sums are f32.
+struct GemmBf16Args {
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const uint16_t* W;
+  int64_t ldw;
+  float* C;
+  int64_t ldc;
+  const float* bias = nullptr;
+  bool accumulate = false;
+};
+
 // Elementwise helpers.
 // out[i] = silu(gate[i]) * up[i] for i < n.
 // softplus (torch: x > 20 -> x, else log1p(exp(x))) in place over n values.
@@ -107,6 +121,7 @@ void conv1d_silu(const ConvArgs& a);
 void selective_scan(const ScanArgs& a);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void softplus(float* x, int64_t n);
+void gemm_bf16(const GemmBf16Args& a);
 }  // namespace ref
 
 namespace cpu {
@@ -117,6 +132,9 @@ void conv1d_silu(const ConvArgs& a);
 void selective_scan(const ScanArgs& a);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void softplus(float* x, int64_t n);
+// M <= 8: register-blocked AVX-512 matrix-vector kernel streaming the bf16 weights once (decode
+// is memory-bound); larger M: bf16 panels widened to f32 per thread, then sgemm on the panel.
+void gemm_bf16(const GemmBf16Args& a);
 }  // namespace cpu
 
 // Scalar helpers shared by both implementations.

@@ -11,9 +11,16 @@ namespace jamba {
 
 namespace kx = jamba::cpu;  // the kernel implementation used by the model
 
-void linear_forward(const Linear& l, const float* x, int64_t M, float* y, int64_t ldy) {
-  kx::gemm({.M = M, .N = l.out, .K = l.in, .A = x, .lda = l.in, .W = l.w, .ldw = l.in, .C = y,
-            .ldc = ldy < 0 ? l.out : ldy, .bias = l.b});
+void linear_forward(const Linear& l, const float* x, int64_t M, float* y, int64_t ldy,
+                    int64_t ldx) {
+  if (ldy < 0) ldy = l.out;
+  if (ldx < 0) ldx = l.in;
+  if (l.w16)
+    kx::gemm_bf16({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx, .W = l.w16, .ldw = l.in,
+                   .C = y, .ldc = ldy, .bias = l.b});
+  else
+    kx::gemm({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx, .W = l.w, .ldw = l.in, .C = y,
+              .ldc = ldy, .bias = l.b});
 }
 
 void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,
@@ -50,8 +57,7 @@ void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,
                .y = sbc.data() + R + N, .ldy = S});
   // 7. dt = softplus([M, R] @ [Din, R]^T + b) -> [M, Din]
   std::vector<float> dt(static_cast<size_t>(M * Din));
-  kx::gemm({.M = M, .N = Din, .K = R, .A = sbc.data(), .lda = S, .W = w.dt_proj.w, .ldw = R,
-            .C = dt.data(), .ldc = Din, .bias = w.dt_proj.b});
+  linear_forward(w.dt_proj, sbc.data(), M, dt.data(), Din, S);
   kx::softplus(dt.data(), M * Din);
   // 8-10. selective scan with D skip and SiLU gate, parallel over sequences x channel blocks.
   std::vector<float> y(static_cast<size_t>(M * Din));

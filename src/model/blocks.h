@@ -18,8 +18,9 @@ struct Segment {
   const uint8_t* mask;        // [len] or null (all real)
 };
 
-// y[M, out] = x[M, in] @ W^T (+ b)
-void linear_forward(const Linear& l, const float* x, int64_t M, float* y, int64_t ldy = -1);
+// y[M, out] (ldy) = x[M, in] (ldx) @ W^T (+ b); f32 or bf16 weights.
+void linear_forward(const Linear& l, const float* x, int64_t M, float* y, int64_t ldy = -1,
+                    int64_t ldx = -1);
 
 // Mamba mixer (spec §2.5): x [M, D] normed input -> out [M, D].
 void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,

@@ -11,10 +11,26 @@ namespace jamba {
 
 namespace kx = jamba::cpu;
 
-Model Model::load(const std::string& dir) {
+WeightType weight_type_from_name(const std::string& name) {
+  if (name == "auto") return WeightType::Auto;
+  if (name == "f32") return WeightType::F32;
+  if (name == "bf16") return WeightType::BF16;
+  fail("unknown weight type '", name, "' (expected auto, f32 or bf16)");
+}
+
+const char* weight_type_name(WeightType t) {
+  switch (t) {
+    case WeightType::Auto: return "auto";
+    case WeightType::F32: return "f32";
+    case WeightType::BF16: return "bf16";
+  }
+  return "?";
+}
+
+Model Model::load(const std::string& dir, LoadOptions opts) {
   const std::string cfg_path = (std::filesystem::path(dir) / "config.json").string();
   JambaConfig cfg = JambaConfig::from_file(cfg_path);
-  Weights w = Weights::load(cfg, dir);
+  Weights w = Weights::load(cfg, dir, opts.weights);
   return Model(std::move(cfg), std::move(w));
 }
 
@@ -56,7 +72,13 @@ void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
   std::vector<float> h(static_cast<size_t>(M * D)), xn(static_cast<size_t>(M * D)), tmp(static_cast<size_t>(M * D));
   row = 0;
   for (const BatchItem& it : batch)
-    for (int32_t tok : it.tokens) std::copy_n(w_.embed + int64_t(tok) * D, D, h.data() + (row++) * D);
+    for (int32_t tok : it.tokens) {
+      float* dst = h.data() + (row++) * D;
+      if (w_.embed.w16)
+        convert_to_f32(DType::BF16, w_.embed.w16 + int64_t(tok) * D, dst, size_t(D));
+      else
+        std::copy_n(w_.embed.w + int64_t(tok) * D, D, dst);
+    }
   if (out->capture_hidden) {
     out->hidden.clear();
     out->hidden.push_back(h);
@@ -115,8 +137,7 @@ void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
   }
   // [R, D] @ [V, D]^T -> [R, V]
   out->logits.resize(static_cast<size_t>(R * V));
-  kx::gemm({.M = R, .N = V, .K = D, .A = sel.data(), .lda = D, .W = w_.lm_head, .ldw = D,
-            .C = out->logits.data(), .ldc = V});
+  linear_forward(w_.lm_head, sel.data(), R, out->logits.data());
 }
 
 }  // namespace jamba

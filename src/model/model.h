@@ -32,9 +32,20 @@ struct ForwardOutput {
   std::vector<std::vector<float>> hidden;
 };
 
+// How the big matrices are held in memory. Auto keeps BF16 checkpoints in bf16 (no f32 copy)
+// and holds everything else in f32; F32 / BF16 convert at load. Norms, conv, A, D, biases and
+// routers are always f32.
+enum class WeightType { Auto, F32, BF16 };
+WeightType weight_type_from_name(const std::string& name);  // "auto", "f32", "bf16"
+const char* weight_type_name(WeightType t);
+
+struct LoadOptions {
+  WeightType weights = WeightType::Auto;
+};
+
 class Model {
  public:
-  static Model load(const std::string& dir);  // config.json + safetensors
+  static Model load(const std::string& dir, LoadOptions opts = {});  // config.json + safetensors
   Model(JambaConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)) {}
 
   const JambaConfig& config() const { return cfg_; }

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "model/model.h"
 
 namespace jamba {
 
@@ -63,7 +64,35 @@ class Loader {
     return w_.owned.back()->data();
   }
 
-  void mark_used(const std::string& name) { used_.insert(name); }
+  // A big matrix in the requested in-memory type: bf16 tensors are used in place when bf16 is
+  // wanted; anything else is converted once.
+  void fill_matrix(const TensorInfo& t, const uint8_t* data, int64_t rows, int64_t cols,
+                   Linear* l) {
+    l->out = rows;
+    l->in = cols;
+    const size_t n = size_t(rows * cols);
+    if (!bf16_) {
+      if (data == t.data) {
+        l->w = to_f32(t);
+      } else {
+        w_.owned.push_back(std::make_unique<std::vector<float>>(n));
+        convert_to_f32(t.dtype, data, w_.owned.back()->data(), n);
+        l->w = w_.owned.back()->data();
+      }
+      return;
+    }
+    if (t.dtype == DType::BF16) {
+      l->w16 = reinterpret_cast<const uint16_t*>(data);
+      return;
+    }
+    std::vector<float> f(n);
+    convert_to_f32(t.dtype, data, f.data(), n);
+    w_.owned16.push_back(std::make_unique<std::vector<uint16_t>>(n));
+    for (size_t i = 0; i < n; ++i) (*w_.owned16.back())[i] = f32_to_bf16(f[i]);
+    l->w16 = w_.owned16.back()->data();
+  }
+  void set_bf16(bool b) { bf16_ = want_bf16_ = b; }
+  void set_bf16_scoped(bool on) { bf16_ = on && want_bf16_; }
 
   void finish() {
     for (const auto& [c, t] : by_canon_)
@@ -77,14 +106,24 @@ class Loader {
   Weights& w_;
   std::map<std::string, const TensorInfo*> by_canon_;
   std::set<std::string> used_;
+  bool bf16_ = false, want_bf16_ = false;
 };
 
 Linear linear(Loader& L, const std::string& prefix, int64_t out, int64_t in, bool bias) {
   Linear l;
   l.out = out;
   l.in = in;
-  l.w = L.get(prefix + ".weight", {out, in});
+  const TensorInfo& t = L.info(prefix + ".weight", {out, in});
+  L.fill_matrix(t, t.data, out, in, &l);
   if (bias) l.b = L.get(prefix + ".bias", {out});
+  return l;
+}
+
+// Small matrices whose f32 values matter (router decisions, dt) stay f32.
+Linear linear_f32(Loader& L, const std::string& prefix, int64_t out, int64_t in, bool bias) {
+  L.set_bf16_scoped(false);
+  Linear l = linear(L, prefix, out, in, bias);
+  L.set_bf16_scoped(true);
   return l;
 }
 
@@ -112,23 +151,42 @@ std::string canonical_tensor_name(const std::string& name, const JambaConfig& cf
   return s;
 }
 
-Weights Weights::load(const JambaConfig& cfg, const std::string& dir) {
+size_t Weights::matrix_bytes() const {
+  size_t b = embed.bytes() + (lm_head.w == embed.w && lm_head.w16 == embed.w16 ? 0 : lm_head.bytes());
+  auto mlp_bytes = [](const MlpWeights& m) { return m.gate.bytes() + m.up.bytes() + m.down.bytes(); };
+  for (const LayerWeights& l : layers) {
+    b += l.mamba.in_proj.bytes() + l.mamba.x_proj.bytes() + l.mamba.dt_proj.bytes() +
+         l.mamba.out_proj.bytes();
+    b += l.attn.q.bytes() + l.attn.k.bytes() + l.attn.v.bytes() + l.attn.o.bytes();
+    b += mlp_bytes(l.mlp);
+    for (const MlpWeights& e : l.moe.experts) b += mlp_bytes(e);
+  }
+  return b;
+}
+
+Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType type) {
   Weights w;
   w.checkpoint = Checkpoint::open(dir);
   Loader L(cfg, w);
+  if (type == WeightType::Auto) {
+    const TensorInfo* e = w.checkpoint.find("model.embed_tokens.weight");
+    type = e && e->dtype == DType::BF16 ? WeightType::BF16 : WeightType::F32;
+  }
+  w.matrices_bf16 = type == WeightType::BF16;
+  L.set_bf16(w.matrices_bf16);
   const int64_t D = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
   const int64_t Din = cfg.d_inner(), N = cfg.mamba_d_state, R = cfg.mamba_dt_rank,
                 K = cfg.mamba_d_conv;
   const int64_t nh = cfg.num_attention_heads, nkv = cfg.num_key_value_heads, hd = cfg.head_dim();
   const int64_t E = cfg.num_experts;
 
-  w.embed = L.get("model.embed_tokens.weight", {V, D});
+  w.embed = linear(L, "model.embed_tokens", V, D, false);
   w.final_norm = L.get("model.final_layernorm.weight", {D});
   if (cfg.tie_word_embeddings) {
     w.lm_head = w.embed;
     if (L.has("lm_head.weight")) L.info("lm_head.weight", {V, D});  // present but ignored (HF)
   } else {
-    w.lm_head = L.get("lm_head.weight", {V, D});
+    w.lm_head = linear(L, "lm_head", V, D, false);
   }
 
   for (int64_t il = 0; il < cfg.num_hidden_layers; ++il) {
@@ -150,7 +208,7 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir) {
         mw.conv_w = L.get(m + ".conv1d.weight", {Din, 1, K});
       if (cfg.mamba_conv_bias) mw.conv_b = L.get(m + ".conv1d.bias", {Din});
       mw.x_proj = linear(L, m + ".x_proj", R + 2 * N, Din, false);
-      mw.dt_proj = linear(L, m + ".dt_proj", Din, R, true);
+      mw.dt_proj = linear_f32(L, m + ".dt_proj", Din, R, true);
       mw.out_proj = linear(L, m + ".out_proj", D, Din, cfg.mamba_proj_bias);
       const auto a_log = tensor_to_f32(L.info(m + ".A_log", {Din, N}));
       mw.A.resize(a_log.size());
@@ -170,16 +228,17 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir) {
     if (spec.ffn == FfnKind::Dense) {
       lw.mlp = mlp(L, f, D, I);
     } else {
-      lw.moe.router = linear(L, f + ".router", E, D, false);
+      lw.moe.router = linear_f32(L, f + ".router", E, D, false);
       if (L.has(f + ".experts.gate_up_proj")) {
         // transformers v5 fused layout (spec §5.2): gate_up [E, 2I, D], down [E, D, I].
-        const float* gu = L.to_f32(L.info(f + ".experts.gate_up_proj", {E, 2 * I, D}));
-        const float* dn = L.to_f32(L.info(f + ".experts.down_proj", {E, D, I}));
+        const TensorInfo& gu = L.info(f + ".experts.gate_up_proj", {E, 2 * I, D});
+        const TensorInfo& dn = L.info(f + ".experts.down_proj", {E, D, I});
+        const size_t es = dtype_size(gu.dtype);
         for (int64_t e = 0; e < E; ++e) {
           MlpWeights x;
-          x.gate = {gu + e * 2 * I * D, nullptr, I, D};
-          x.up = {gu + e * 2 * I * D + I * D, nullptr, I, D};
-          x.down = {dn + e * D * I, nullptr, D, I};
+          L.fill_matrix(gu, gu.data + size_t(e * 2 * I * D) * es, I, D, &x.gate);
+          L.fill_matrix(gu, gu.data + size_t((e * 2 + 1) * I * D) * es, I, D, &x.up);
+          L.fill_matrix(dn, dn.data + size_t(e * D * I) * es, D, I, &x.down);
           lw.moe.experts.push_back(x);
         }
       } else {

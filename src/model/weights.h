@@ -11,10 +11,14 @@
 
 namespace jamba {
 
+// y = x W^T + b. W [out, in] is held either in f32 (`w`) or in bf16 (`w16`), never both.
 struct Linear {
-  const float* w = nullptr;  // [out, in]
-  const float* b = nullptr;  // [out] or null
+  const float* w = nullptr;     // [out, in] f32, or null
+  const float* b = nullptr;     // [out] or null
   int64_t out = 0, in = 0;
+  const uint16_t* w16 = nullptr;  // [out, in] bf16 bits, or null
+
+  size_t bytes() const { return size_t(out * in) * (w16 ? 2 : 4); }
 };
 
 struct MambaWeights {
@@ -53,18 +57,23 @@ struct LayerWeights {
   MoeWeights moe;        // if MoE FFN
 };
 
+enum class WeightType;
+
 struct Weights {
-  const float* embed = nullptr;       // [V, D]
+  Linear embed;                       // [V, D] rows gathered by token id (f32 or bf16)
   const float* final_norm = nullptr;  // [D]
-  const float* lm_head = nullptr;     // [V, D] (== embed when tied)
+  Linear lm_head;                     // [V, D] (the embedding matrix when tied)
   std::vector<LayerWeights> layers;
 
   // Storage: the mapped checkpoint (F32 tensors point into it) and converted copies.
   Checkpoint checkpoint;
   std::vector<std::unique_ptr<std::vector<float>>> owned;
+  std::vector<std::unique_ptr<std::vector<uint16_t>>> owned16;
   size_t file_bytes = 0;  // bytes of tensor data in the checkpoint
+  bool matrices_bf16 = false;
 
-  static Weights load(const JambaConfig& cfg, const std::string& dir);
+  static Weights load(const JambaConfig& cfg, const std::string& dir, WeightType type);
+  size_t matrix_bytes() const;  // memory held by the big matrices (f32 or bf16)
 };
 
 // Canonical (in-library, spec §5.1) name of a checkpoint tensor, mapping the historical

@@ -25,9 +25,17 @@ std::string model_fingerprint(const Model& model) {
   JambaConfig k = c;
   k.torch_dtype = "";  // the same model in another file dtype keeps its sessions
   uint64_t h = fnv1a(k.to_json_text().data(), k.to_json_text().size());
-  // A sample of the weights: distinguishes two random inits of one config.
+  // A sample of the weights (as f32, whatever their in-memory type): distinguishes two random
+  // inits of one config.
+  const Linear& e = model.weights().embed;
   const size_t n = size_t(std::min<int64_t>(c.vocab_size * c.hidden_size, 4096));
-  h = fnv1a(model.weights().embed, n * sizeof(float), h);
+  std::vector<float> sample(n);
+  if (e.w16)
+    convert_to_f32(DType::BF16, e.w16, sample.data(), n);
+  else
+    std::copy_n(e.w, n, sample.data());
+  for (float& v : sample) v = bf16_to_f32(f32_to_bf16(v));  // f32 and bf16 loads agree
+  h = fnv1a(sample.data(), n * sizeof(float), h);
   return hex(h);
 }
 

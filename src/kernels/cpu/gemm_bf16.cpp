@@ -1,0 +1,129 @@
+// GEMM with bf16 weights and f32 activations (see kernels.h).
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+// GCC 12 reports its own _mm512_undefined_epi32() inside the intrinsics as uninitialised.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#include "core/dtype.h"
+#include "kernels/kernels.h"
+
+namespace jamba::cpu {
+
+namespace {
+
+constexpr int64_t kMaxSmallM = 8;
+
+// out[m] = sum_k A[m,k] * W[n,k] for one weight row and up to 8 activation rows.
+template <int MR>
+void dot_rows(const float* A, int64_t lda, const uint16_t* w, int64_t K, float* out) {
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  __m512 acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
+  for (; k + 16 <= K; k += 16) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
+    const __m512 wf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+    for (int m = 0; m < MR; ++m)
+      acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k), wf, acc[m]);
+  }
+  for (int m = 0; m < MR; ++m) {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc[m]);
+    float t = 0.0f;
+    for (float v : lanes) t += v;
+    out[m] = t;
+  }
+#else
+  for (int m = 0; m < MR; ++m) out[m] = 0.0f;
+#endif
+  for (; k < K; ++k) {
+    const float wk = bf16_to_f32(w[k]);
+    for (int m = 0; m < MR; ++m) out[m] += A[m * lda + k] * wk;
+  }
+}
+
+template <int MR>
+void small_m(const GemmBf16Args& a) {
+#pragma omp parallel for schedule(static) if (a.N * a.K > 65536)
+  for (int64_t n = 0; n < a.N; ++n) {
+    float r[MR];
+    dot_rows<MR>(a.A, a.lda, a.W + n * a.ldw, a.K, r);
+    for (int m = 0; m < MR; ++m) {
+      float v = r[m] + (a.bias ? a.bias[n] : 0.0f);
+      float& c = a.C[m * a.ldc + n];
+      c = a.accumulate ? c + v : v;
+    }
+  }
+}
+
+void widen(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16)));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+}
+
+}  // namespace
+
+void gemm_bf16(const GemmBf16Args& a) {
+  if (a.M == 0 || a.N == 0) return;
+  if (a.M <= kMaxSmallM) {
+    // Split M into chunks the register-blocked kernel handles.
+    GemmBf16Args s = a;
+    for (int64_t m0 = 0; m0 < a.M; m0 += kMaxSmallM) {
+      s.M = std::min(kMaxSmallM, a.M - m0);
+      s.A = a.A + m0 * a.lda;
+      s.C = a.C + m0 * a.ldc;
+      switch (s.M) {
+        case 1: small_m<1>(s); break;
+        case 2: small_m<2>(s); break;
+        case 3: small_m<3>(s); break;
+        case 4: small_m<4>(s); break;
+        case 5: small_m<5>(s); break;
+        case 6: small_m<6>(s); break;
+        case 7: small_m<7>(s); break;
+        default: small_m<8>(s); break;
+      }
+    }
+    return;
+  }
+  // Panels of NB weight rows widened to f32 (per thread), each multiplied by all M rows with a
+  // single-threaded sgemm inside the parallel loop (the OpenMP OpenBLAS runs serially there).
+  constexpr int64_t NB = 128;
+  const int64_t nb = (a.N + NB - 1) / NB;
+#pragma omp parallel
+  {
+    std::vector<float> panel(static_cast<size_t>(NB * a.K));
+#pragma omp for schedule(dynamic)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t n0 = b * NB, n1 = std::min(a.N, n0 + NB), rows = n1 - n0;
+      for (int64_t r = 0; r < rows; ++r) widen(a.W + (n0 + r) * a.ldw, panel.data() + r * a.K, a.K);
+      float beta = a.accumulate ? 1.0f : 0.0f;
+      if (a.bias) {
+        for (int64_t m = 0; m < a.M; ++m) {
+          float* c = a.C + m * a.ldc + n0;
+          for (int64_t r = 0; r < rows; ++r) c[r] = (a.accumulate ? c[r] : 0.0f) + a.bias[n0 + r];
+        }
+        beta = 1.0f;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(a.M), blasint(rows),
+                  blasint(a.K), 1.0f, a.A, blasint(a.lda), panel.data(), blasint(a.K), beta,
+                  a.C + n0, blasint(a.ldc));
+    }
+  }
+}
+
+}  // namespace jamba::cpu

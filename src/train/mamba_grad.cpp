@@ -1,0 +1,224 @@
+// Mamba mixer: training forward and backward (spec §2.5, HF slow path semantics, fp32 state).
+// The backward of the selective scan is a reverse-time recurrence per channel: the forward
+// states h_t are recomputed per (channel, sequence) into a [T, N] buffer, so nothing of size
+// [M, Din, N] is ever stored.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "train/blocks_grad.h"
+
+namespace jamba {
+
+namespace {
+
+struct Dims {
+  int64_t D, Din, N, R, K, S, M;
+  float eps;
+};
+
+Dims dims(const JambaConfig& cfg, int64_t B, int64_t T) {
+  const int64_t R = cfg.mamba_dt_rank, N = cfg.mamba_d_state;
+  return {cfg.hidden_size, cfg.d_inner(), N, R, cfg.mamba_d_conv, R + 2 * N, B * T,
+          float(cfg.rms_norm_eps)};
+}
+
+// Channel blocks for the per-channel loops (scan, conv): enough tasks for the threads.
+constexpr int64_t kChannelBlock = 16;
+
+// Pre-activation of the causal depthwise conv at (row of sequence b, time t, channel d).
+inline float conv_pre(const float* xz, int64_t ld, const float* w, const float* bias, int64_t K,
+                      int64_t row0, int64_t t, int64_t d) {
+  float acc = bias ? bias[d] : 0.0f;
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t src = t - (K - 1) + j;
+    if (src >= 0) acc += w[d * K + j] * xz[(row0 + src) * ld + d];
+  }
+  return acc;
+}
+
+}  // namespace
+
+void mamba_train_forward(const JambaConfig& cfg, const MambaP& w, int64_t B, int64_t T,
+                         const float* x, float* out, MambaCache* c) {
+  const Dims s = dims(cfg, B, T);
+  const int64_t Din = s.Din, N = s.N, R = s.R, S = s.S, M = s.M;
+  // 1. [M, D] @ [2Din, D]^T -> xz [M, 2Din] (x | z)
+  c->xz.resize(static_cast<size_t>(M * 2 * Din));
+  linear_fwd(w.in_proj, x, s.D, M, c->xz.data(), 2 * Din);
+  // 2. causal depthwise conv + bias + SiLU -> xc [M, Din]
+  c->xc.resize(static_cast<size_t>(M * Din));
+#pragma omp parallel for collapse(2) schedule(static) if (M * Din > 16384)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t d = 0; d < Din; ++d)
+      for (int64_t t = 0; t < T; ++t)
+        c->xc[size_t((b * T + t) * Din + d)] =
+            silu(conv_pre(c->xz.data(), 2 * Din, w.conv_w.w, w.conv_b.w, s.K, b * T, t, d));
+  // 3. [M, Din] @ [S, Din]^T -> sbc_raw [M, S] = dt | B | C; their RMSNorms -> sbc [M, S]
+  c->sbc_raw.resize(static_cast<size_t>(M * S));
+  linear_fwd(w.x_proj, c->xc.data(), Din, M, c->sbc_raw.data(), S);
+  c->sbc.resize(static_cast<size_t>(M * S));
+  rmsnorm_fwd(M, R, c->sbc_raw.data(), S, w.dt_norm.w, s.eps, c->sbc.data(), S);
+  rmsnorm_fwd(M, N, c->sbc_raw.data() + R, S, w.b_norm.w, s.eps, c->sbc.data() + R, S);
+  rmsnorm_fwd(M, N, c->sbc_raw.data() + R + N, S, w.c_norm.w, s.eps, c->sbc.data() + R + N, S);
+  // 4. [M, R] @ [Din, R]^T + b -> dt_pre [M, Din]; dt = softplus(dt_pre)
+  c->dt_pre.resize(static_cast<size_t>(M * Din));
+  linear_fwd(w.dt_proj, c->sbc.data(), S, M, c->dt_pre.data(), Din);
+  c->dt.resize(static_cast<size_t>(M * Din));
+  for (int64_t i = 0; i < M * Din; ++i) c->dt[size_t(i)] = softplus(c->dt_pre[size_t(i)]);
+  // 5. selective scan (fp32 state from zero), D skip, SiLU gate -> yg [M, Din]
+  c->yg.resize(static_cast<size_t>(M * Din));
+  const float* Alog = w.A_log.w;
+#pragma omp parallel for collapse(2) schedule(static) if (M * Din * N > 65536)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t d = 0; d < Din; ++d) {
+      std::vector<float> A(static_cast<size_t>(N)), h(static_cast<size_t>(N), 0.0f);  // [N]
+      for (int64_t n = 0; n < N; ++n) A[size_t(n)] = -std::exp(Alog[d * N + n]);
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t row = b * T + t;
+        const float dtv = c->dt[size_t(row * Din + d)], xv = c->xc[size_t(row * Din + d)];
+        const float* Bt = c->sbc.data() + row * S + R;
+        const float* Ct = Bt + N;
+        float y = 0.0f;
+        for (int64_t n = 0; n < N; ++n) {
+          h[size_t(n)] = std::exp(dtv * A[size_t(n)]) * h[size_t(n)] + dtv * Bt[n] * xv;
+          y += h[size_t(n)] * Ct[n];
+        }
+        y += xv * w.D.w[d];
+        c->yg[size_t(row * Din + d)] = y * silu(c->xz[size_t(row * 2 * Din + Din + d)]);
+      }
+    }
+  // 6. [M, Din] @ [D, Din]^T -> out [M, D]
+  linear_fwd(w.out_proj, c->yg.data(), Din, M, out, s.D);
+}
+
+void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, int64_t T,
+                          const float* x, const MambaCache& c, const float* dout, float* dx,
+                          Grads& G) {
+  const Dims s = dims(cfg, B, T);
+  const int64_t Din = s.Din, N = s.N, R = s.R, S = s.S, M = s.M, K = s.K;
+  // 6. out_proj: dyg [M, Din] = dout [M, D] @ W [D, Din]
+  std::vector<float> dyg(static_cast<size_t>(M * Din));
+  linear_bwd(w.out_proj, c.yg.data(), Din, dout, s.D, M, dyg.data(), Din, false, G);
+
+  // 5. scan backward, parallel over channel blocks (each owns its A_log / D gradient rows);
+  // dB, dC are summed over channels: per-block partials [M, 2N], reduced below.
+  std::vector<float> dxz(static_cast<size_t>(M * 2 * Din));  // [M, 2Din] d(x pre-conv) | dz
+  std::vector<float> dxc(static_cast<size_t>(M * Din));      // [M, Din]
+  std::vector<float> ddt(static_cast<size_t>(M * Din));      // [M, Din] d dt_pre
+  const int64_t nblk = (Din + kChannelBlock - 1) / kChannelBlock;
+  std::vector<float> dbc_part(static_cast<size_t>(nblk * M * 2 * N), 0.0f);  // [nblk, M, 2N]
+  float* gAlog = G.acc(w.A_log.idx);  // [Din, N]
+  float* gD = G.acc(w.D.idx);         // [Din]
+  const float* Alog = w.A_log.w;
+#pragma omp parallel for schedule(dynamic) if (M * Din * N > 65536)
+  for (int64_t blk = 0; blk < nblk; ++blk) {
+    float* dbc = dbc_part.data() + blk * M * 2 * N;
+    std::vector<float> H(static_cast<size_t>(T * N)), gh(static_cast<size_t>(N));  // [T, N], [N]
+    std::vector<float> A(static_cast<size_t>(N));
+    std::vector<double> dA(static_cast<size_t>(N));
+    for (int64_t d = blk * kChannelBlock; d < std::min(Din, (blk + 1) * kChannelBlock); ++d) {
+      for (int64_t n = 0; n < N; ++n) A[size_t(n)] = -std::exp(Alog[d * N + n]);
+      std::fill(dA.begin(), dA.end(), 0.0);
+      double dDd = 0.0;
+      const float Dd = w.D.w[d];
+      for (int64_t b = 0; b < B; ++b) {
+        // Recompute the states h_t of this channel and sequence.
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t row = b * T + t;
+          const float dtv = c.dt[size_t(row * Din + d)], xv = c.xc[size_t(row * Din + d)];
+          const float* Bt = c.sbc.data() + row * S + R;
+          for (int64_t n = 0; n < N; ++n) {
+            const float hp = t > 0 ? H[size_t((t - 1) * N + n)] : 0.0f;
+            H[size_t(t * N + n)] = std::exp(dtv * A[size_t(n)]) * hp + dtv * Bt[n] * xv;
+          }
+        }
+        std::fill(gh.begin(), gh.end(), 0.0f);  // d objective / d h_t through h_{t+1}
+        for (int64_t t = T - 1; t >= 0; --t) {
+          const int64_t row = b * T + t;
+          const float dtv = c.dt[size_t(row * Din + d)], xv = c.xc[size_t(row * Din + d)];
+          const float zv = c.xz[size_t(row * 2 * Din + Din + d)];
+          const float* Bt = c.sbc.data() + row * S + R;
+          const float* Ct = Bt + N;
+          const float* Ht = H.data() + t * N;
+          float y = 0.0f;
+          for (int64_t n = 0; n < N; ++n) y += Ht[n] * Ct[n];
+          y += xv * Dd;
+          const float g = dyg[size_t(row * Din + d)];
+          const float dy = g * silu(zv);
+          dxz[size_t(row * 2 * Din + Din + d)] = g * y * silu_grad(zv);
+          dDd += double(dy) * xv;
+          float dxv = dy * Dd, ddtv = 0.0f;
+          float* dBt = dbc + row * 2 * N;
+          float* dCt = dBt + N;
+          for (int64_t n = 0; n < N; ++n) {
+            const float ghn = gh[size_t(n)] + dy * Ct[n];  // d objective / d h_t
+            dCt[n] += dy * Ht[n];
+            const float a = std::exp(dtv * A[size_t(n)]);
+            const float hp = t > 0 ? H[size_t((t - 1) * N + n)] : 0.0f;
+            ddtv += ghn * (hp * a * A[size_t(n)] + Bt[n] * xv);
+            dA[size_t(n)] += double(ghn) * hp * a * dtv;
+            dBt[n] += ghn * dtv * xv;
+            dxv += ghn * dtv * Bt[n];
+            gh[size_t(n)] = ghn * a;
+          }
+          ddt[size_t(row * Din + d)] = ddtv * softplus_grad(c.dt_pre[size_t(row * Din + d)]);
+          dxc[size_t(row * Din + d)] = dxv;
+        }
+      }
+      for (int64_t n = 0; n < N; ++n) gAlog[d * N + n] += float(dA[size_t(n)]) * A[size_t(n)];
+      gD[d] += float(dDd);
+    }
+  }
+  // dsbc [M, S]: normed dt from dt_proj, B and C from the scan.
+  std::vector<float> dsbc(static_cast<size_t>(M * S), 0.0f);
+  for (int64_t blk = 0; blk < nblk; ++blk)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t i = 0; i < 2 * N; ++i)
+        dsbc[size_t(m * S + R + i)] += dbc_part[size_t((blk * M + m) * 2 * N + i)];
+  // 4. dt_proj: d(normed dt) [M, R] = ddt_pre [M, Din] @ W [Din, R]
+  linear_bwd(w.dt_proj, c.sbc.data(), S, ddt.data(), Din, M, dsbc.data(), S, false, G);
+  // 3. the three RMSNorms, then x_proj: dxc += dsbc_raw [M, S] @ W [S, Din]
+  std::vector<float> dsbc_raw(static_cast<size_t>(M * S));
+  rmsnorm_bwd(M, R, c.sbc_raw.data(), S, w.dt_norm.w, s.eps, dsbc.data(), S, dsbc_raw.data(), S,
+              false, G.acc(w.dt_norm.idx));
+  rmsnorm_bwd(M, N, c.sbc_raw.data() + R, S, w.b_norm.w, s.eps, dsbc.data() + R, S,
+              dsbc_raw.data() + R, S, false, G.acc(w.b_norm.idx));
+  rmsnorm_bwd(M, N, c.sbc_raw.data() + R + N, S, w.c_norm.w, s.eps, dsbc.data() + R + N, S,
+              dsbc_raw.data() + R + N, S, false, G.acc(w.c_norm.idx));
+  linear_bwd(w.x_proj, c.xc.data(), Din, dsbc_raw.data(), S, M, dxc.data(), Din, true, G);
+  // 2. conv + SiLU: dpre = dxc * silu'(pre); weights, bias and the pre-conv input x.
+  float* gW = G.acc(w.conv_w.idx);                   // [Din, K]
+  float* gb = w.conv_b ? G.acc(w.conv_b.idx) : nullptr;  // [Din]
+#pragma omp parallel for schedule(static) if (M * Din > 16384)
+  for (int64_t d = 0; d < Din; ++d) {
+    std::vector<float> dpre(static_cast<size_t>(T));  // [T]
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r0 = b * T;
+      for (int64_t t = 0; t < T; ++t) {
+        const float pre = conv_pre(c.xz.data(), 2 * Din, w.conv_w.w, w.conv_b.w, K, r0, t, d);
+        dpre[size_t(t)] = dxc[size_t((r0 + t) * Din + d)] * silu_grad(pre);
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const float g = dpre[size_t(t)];
+        if (gb) gb[d] += g;
+        for (int64_t j = 0; j < K; ++j) {
+          const int64_t src = t - (K - 1) + j;
+          if (src >= 0) gW[d * K + j] += g * c.xz[size_t((r0 + src) * 2 * Din + d)];
+        }
+      }
+      for (int64_t u = 0; u < T; ++u) {  // input time u feeds outputs t = u + (K-1) - j
+        float acc = 0.0f;
+        for (int64_t j = 0; j < K; ++j) {
+          const int64_t t = u + (K - 1) - j;
+          if (t < T) acc += dpre[size_t(t)] * w.conv_w.w[d * K + j];
+        }
+        dxz[size_t((r0 + u) * 2 * Din + d)] = acc;
+      }
+    }
+  }
+  // 1. in_proj: dx [M, D] = dxz [M, 2Din] @ W [2Din, D]
+  linear_bwd(w.in_proj, x, s.D, dxz.data(), 2 * Din, M, dx, s.D, false, G);
+}
+
+}  // namespace jamba

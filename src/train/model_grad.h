@@ -1,0 +1,81 @@
+// Whole-model training forward (embedding -> layers -> final norm -> LM head -> losses) and
+// backward, over a [B, T] batch with HF labels. Losses as HF's JambaForCausalLM computes them
+// (../shared/golden-train/README.md): cross-entropy with the internal shift and -100 ignored
+// (mean over the targets of the whole batch), the Switch-style aux loss pooled over all MoE
+// layers, total = loss + router_aux_loss_coef * aux when config.output_router_logits.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "train/blocks_grad.h"
+#include "train/params.h"
+
+namespace jamba {
+
+constexpr int64_t kIgnoreIndex = -100;
+
+struct TrainBatch {
+  int64_t B = 0, T = 0;
+  std::vector<int32_t> ids;     // [B, T] token ids
+  std::vector<int64_t> labels;  // [B, T] HF labels (= input_ids, -100 ignored); shifted inside
+  int64_t n_targets() const;    // entries of labels[:, 1:] that are not -100
+  // Rows [b0, b0 + n) of the batch (a micro-batch for gradient accumulation).
+  TrainBatch rows(int64_t b0, int64_t n) const;
+};
+
+struct LossOptions {
+  // The objective's cross-entropy term is ce_sum / ce_denominator; 0 = this batch's own number
+  // of targets (HF's mean). Gradient accumulation passes the global batch's count.
+  double ce_denominator = 0;
+  // Weight of the (unscaled) aux loss in the objective; < 0 = router_aux_loss_coef when
+  // config.output_router_logits, else 0.
+  double aux_weight = -1;
+};
+
+struct LossValues {
+  double ce_sum = 0;      // sum over targets of logsumexp - target logit
+  int64_t n_targets = 0;  // targets in this batch
+  int64_t aux_rows = 0;   // router rows pooled into the aux loss (n_moe_layers * B * T)
+  float loss = 0;         // ce_sum / n_targets (HF `loss`)
+  float aux_loss = 0;     // unscaled aux loss (0 unless output_router_logits)
+  float total_loss = 0;   // loss + coef * aux_loss (HF `out.loss`)
+  double objective = 0;   // what the backward differentiates, in double: ce_sum / denominator
+                          // + aux_weight * aux (finite-difference tests use it)
+};
+
+// Everything the backward needs, saved by the forward.
+struct LayerTape {
+  std::vector<float> h_in, xn1, h_mid, xn2;  // [M, D] residual in, normed, mid, normed
+  MambaCache mamba;
+  AttnCache attn;
+  MlpCache mlp;
+  MoeCache moe;
+};
+struct Tape {
+  std::vector<LayerTape> layers;
+  std::vector<float> h_final;  // [M, D] residual stream after the last layer
+  std::vector<float> hn;       // [M, D] final RMSNorm output
+  std::vector<float> aux_dp;   // [E] d objective / d router prob, every MoE row (empty: none)
+  double ce_scale = 0;         // d objective / d ce_sum
+};
+
+// Forward; fills `tape` when non-null. Throws on bad token ids, labels or shapes.
+LossValues train_forward(const ParamStore& P, const TrainBatch& b, const LossOptions& o,
+                         Tape* tape);
+// Accumulates d objective / d parameter into G (objective = ce_sum * ce_scale + aux_weight *
+// aux). Parameters never touched (experts without tokens) keep no gradient.
+void train_backward(const ParamStore& P, const TrainBatch& b, const Tape& tape, Grads& G);
+
+// train_forward + train_backward.
+LossValues forward_backward(const ParamStore& P, const TrainBatch& b, const LossOptions& o,
+                            Grads& G);
+
+// Gradient accumulation: the batch split into micro-batches of `micro_rows` sequences (0 = one
+// micro-batch). Gradients are summed with the CE term of every micro-batch divided by the
+// global target count, so the CE part equals the full batch's exactly; each micro-batch's aux
+// loss is weighted by its share of the rows (the aux loss pools over a micro-batch, so with MoE
+// layers the aux part is the mean of per-micro-batch aux losses). Returns the global values.
+LossValues accumulate_gradients(const ParamStore& P, const TrainBatch& b, int64_t micro_rows,
+                                Grads& G);
+
+}  // namespace jamba

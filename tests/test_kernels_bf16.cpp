@@ -1,0 +1,65 @@
+// bf16-weight GEMM: fast kernel against the plain reference over odd sizes and tails.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "kernels/kernels.h"
+#include "tolerances.h"
+
+namespace jamba {
+namespace {
+
+struct Bf16Case {
+  int64_t M, N, K;
+  int64_t pad_a, pad_w, pad_c;  // extra row stride
+  bool bias, accumulate;
+};
+
+TEST(KernelGemmBf16, MatchesReference) {
+  const Bf16Case cases[] = {
+      {1, 1, 1, 0, 0, 0, false, false},   {1, 37, 15, 0, 0, 0, true, false},
+      {1, 64, 16, 0, 0, 0, false, false}, {2, 129, 33, 3, 1, 5, true, true},
+      {3, 7, 200, 0, 0, 0, false, true},  {5, 300, 47, 1, 2, 3, true, false},
+      {8, 130, 64, 0, 0, 0, false, false}, {9, 129, 31, 0, 0, 0, true, false},
+      {17, 257, 65, 2, 3, 1, true, true}, {64, 200, 128, 0, 0, 0, false, false},
+      {33, 1, 5, 0, 0, 0, true, false},   {4, 0, 8, 0, 0, 0, false, false},
+  };
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Bf16Case& c : cases) {
+    const int64_t lda = c.K + c.pad_a, ldw = c.K + c.pad_w, ldc = c.N + c.pad_c;
+    std::vector<float> A(static_cast<size_t>(c.M * lda)), bias(static_cast<size_t>(c.N));
+    std::vector<uint16_t> W(static_cast<size_t>(std::max<int64_t>(c.N, 1) * ldw));
+    for (float& x : A) x = nd(rng);
+    for (uint16_t& w : W) w = f32_to_bf16(nd(rng));
+    for (float& b : bias) b = nd(rng);
+    std::vector<float> C0(static_cast<size_t>(c.M * ldc));
+    for (float& x : C0) x = nd(rng);
+    std::vector<float> want = C0, got = C0;
+    GemmBf16Args a{.M = c.M, .N = c.N, .K = c.K, .A = A.data(), .lda = lda, .W = W.data(),
+                   .ldw = ldw, .C = want.data(), .ldc = ldc,
+                   .bias = c.bias ? bias.data() : nullptr, .accumulate = c.accumulate};
+    ref::gemm_bf16(a);
+    a.C = got.data();
+    cpu::gemm_bf16(a);
+    float worst = 0;
+    for (int64_t m = 0; m < c.M; ++m)
+      for (int64_t n = 0; n < ldc; ++n) {
+        const size_t i = static_cast<size_t>(m * ldc + n);
+        if (n >= c.N) {
+          EXPECT_EQ(got[i], C0[i]) << "padding column written";
+          continue;
+        }
+        // |error| relative to the sum of |terms| (sqrt(K) scale for random data).
+        const float scale = std::sqrt(float(c.K)) + 1.0f;
+        worst = std::max(worst, std::fabs(got[i] - want[i]) / scale);
+      }
+    EXPECT_LE(worst, tol::kKernelRel) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
+  }
+}
+
+}  // namespace
+}  // namespace jamba

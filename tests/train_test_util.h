@@ -1,0 +1,114 @@
+// Helpers of the training tests: tiny configs, randomised parameter stores, and a
+// central-difference gradient checker (float32 code, double-accumulated objective).
+#pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "train/params.h"
+
+namespace jamba::testutil {
+
+// vocab 32, hidden 8, 4 layers M A M A (attention period 2 offset 1), 4 heads / 2 kv heads,
+// MoE (4 experts, top-2) at odd layers when moe, Mamba N 4, R 2, K 3, expand 2.
+inline JambaConfig tiny_train_config(bool moe, bool tied) {
+  JambaConfig c;
+  c.vocab_size = 32;
+  c.hidden_size = 8;
+  c.intermediate_size = 6;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.attn_layer_period = 2;
+  c.attn_layer_offset = 1;
+  c.num_experts = moe ? 4 : 1;
+  c.num_experts_per_tok = 2;
+  c.expert_layer_period = 2;
+  c.expert_layer_offset = 1;
+  c.mamba_d_state = 4;
+  c.mamba_dt_rank = 2;
+  c.mamba_d_conv = 3;
+  c.mamba_expand = 2;
+  c.tie_word_embeddings = tied;
+  c.output_router_logits = moe;
+  c.router_aux_loss_coef = 0.1;  // large, so the aux term is visible in the gradients
+  c.use_mamba_kernels = false;
+  c.validate("tiny_train_config");
+  c.derive();
+  return c;
+}
+
+// Default init plus N(0, noise) on every value (norm weights != 1, biases != 0, A_log jittered).
+inline ParamStore noisy_params(const JambaConfig& c, uint64_t seed, double std, double noise) {
+  ParamStore p = ParamStore::random(c, seed, std);
+  std::mt19937_64 rng(seed * 7919 + 1);
+  std::normal_distribution<float> n(0.0f, float(noise));
+  for (auto& t : p.data)
+    for (float& v : t) v += n(rng);
+  return p;
+}
+
+inline std::vector<float> randn(size_t n, uint64_t seed, float std = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, std);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+inline double dot(const std::vector<float>& a, const float* b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += double(a[i]) * b[i];
+  return s;
+}
+
+// Richardson-extrapolated central difference of f with respect to *v (steps h and h/2, using
+// the actually representable perturbed values).
+inline double fd_derivative(const std::function<double()>& f, float* v, float h) {
+  const float s = *v;
+  auto central = [&](float hh) {
+    const float a = s + hh, b = s - hh;
+    *v = a;
+    const double fa = f();
+    *v = b;
+    const double fb = f();
+    *v = s;
+    return (fa - fb) / (double(a) - double(b));
+  };
+  return (4.0 * central(h / 2) - central(h)) / 3.0;
+}
+
+// Checks `analytic` (n values) against finite differences of f over the values at `v`:
+// max |fd - analytic| / max |analytic| <= tol. Checks at most `max_checks` evenly spaced
+// elements (0 = all). Returns the relative error.
+inline double check_grad(const std::string& what, const std::function<double()>& f, float* v,
+                         const float* analytic, size_t n, float h, double tol,
+                         size_t max_checks = 0) {
+  double scale = 0;
+  for (size_t i = 0; i < n; ++i) scale = std::max(scale, double(std::fabs(analytic[i])));
+  EXPECT_GT(scale, 0.0) << what << ": the analytic gradient is identically zero";
+  const size_t stride = (max_checks == 0 || n <= max_checks) ? 1 : (n + max_checks - 1) / max_checks;
+  double worst = 0;
+  size_t worst_i = 0;
+  double worst_fd = 0;
+  for (size_t i = 0; i < n; i += stride) {
+    const double fd = fd_derivative(f, v + i, h);
+    const double e = std::fabs(fd - analytic[i]);
+    if (!(e <= worst)) {
+      worst = std::isnan(e) ? INFINITY : e;
+      worst_i = i;
+      worst_fd = fd;
+    }
+  }
+  const double rel = worst / std::max(scale, 1e-30);
+  EXPECT_LE(rel, tol) << what << ": element " << worst_i << " analytic " << analytic[worst_i]
+                      << " finite difference " << worst_fd << " (max |analytic| " << scale << ")";
+  return rel;
+}
+
+}  // namespace jamba::testutil
