@@ -14,6 +14,7 @@ Runner add_init(CLI::App& app);
 Runner add_generate(CLI::App& app);
 Runner add_chat(CLI::App& app);
 Runner add_demo(CLI::App& app);
+Runner add_bench(CLI::App& app);
 Runner add_grad(CLI::App& app);
 
 }  // namespace jamba::app

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   reg("chat", "interactive chat with history", jamba::app::add_chat);
   reg("demo", "built-in default job: random small model, prefill + batched decode speed",
       jamba::app::add_demo);
+  reg("bench", "throughput: pp / tg / depth / batch over threads and weight types",
+      jamba::app::add_bench);
   reg("init", "write a randomly initialised checkpoint (HF layout)", jamba::app::add_init);
   reg("grad", "losses, gradients and AdamW steps on a batch (training check)", jamba::app::add_grad);
   try {

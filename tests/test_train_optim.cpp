@@ -19,7 +19,7 @@ TrainBatch random_batch(const JambaConfig& c, int64_t B, int64_t T, uint64_t see
   TrainBatch b;
   b.B = B;
   b.T = T;
-  std::mt19937 rng(unsigned(seed));
+  std::mt19937 rng{static_cast<unsigned>(seed)};
   for (int64_t i = 0; i < B * T; ++i) {
     b.ids.push_back(int32_t(1 + rng() % (c.vocab_size - 1)));
     b.labels.push_back(rng() % 5 == 0 ? kIgnoreIndex : int64_t(b.ids.back()));

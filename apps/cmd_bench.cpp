@@ -1,0 +1,233 @@
+// `jamba bench`: prompt processing (pp), generation (tg) at a context depth (d) and batched
+// generation, over thread counts and weight types; repetitions with median and spread, peak
+// memory, and the machine's own GEMM peak and memory bandwidth measured in the same run, so
+// achieved GFLOP/s and GB/s are printed as ratios of this machine's limits.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "core/threads.h"
+#include "model/init.h"
+#include "model/model.h"
+#include "model/model_info.h"
+#include "model/presets.h"
+
+namespace jamba::app {
+
+namespace {
+
+using clk = std::chrono::steady_clock;
+double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+struct BenchOpts {
+  std::string model, preset = "moe1b", cache_dir, jsonl;
+  std::vector<std::string> dtypes{"auto"};
+  std::vector<int> threads{0};
+  std::vector<int64_t> pp{512}, tg{64}, depth{0}, batch{1};
+  int64_t chunk = 512;
+  int reps = 3;
+};
+
+// Peak resident memory since the last reset (Linux: /proc/self/clear_refs "5" resets VmHWM).
+void reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  if (f) f << "5";
+}
+double peak_rss_gib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1024.0 * 1024.0);
+  return 0;
+}
+
+struct Stat {
+  double median = 0, lo = 0, hi = 0;
+};
+Stat stats(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v.front(), v.back()};
+}
+
+// The machine's limits, measured now with the current thread count.
+struct Peaks {
+  double gemm_gflops = 0, bw_gbs = 0;
+};
+Peaks measure_peaks() {
+  Peaks p;
+  const int n = 1024;
+  std::vector<float> a(static_cast<size_t>(n) * n, 1.0f), b = a, c(a.size());
+  double best = 0;
+  for (int r = 0; r < 4; ++r) {
+    auto t0 = clk::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+    best = std::max(best, 2.0 * n * n * n / secs(t0, clk::now()) / 1e9);
+  }
+  p.gemm_gflops = best;
+  const size_t m = size_t(256) << 20;  // 1 GiB of floats, far beyond the caches
+  std::vector<float> big(m / sizeof(float));
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < big.size(); ++i) big[i] = float(i & 7);
+  double bw = 0;
+  for (int r = 0; r < 3; ++r) {
+    float s = 0;
+    auto t0 = clk::now();
+#pragma omp parallel for simd reduction(+ : s) schedule(static)
+    for (size_t i = 0; i < big.size(); ++i) s += big[i];
+    const double t = secs(t0, clk::now());
+    if (s == -1.0f) std::printf(" ");  // keep the sum alive
+    bw = std::max(bw, double(m) / t / 1e9);
+  }
+  p.bw_gbs = bw;
+  return p;
+}
+
+std::vector<int32_t> tokens(int64_t n, int64_t V, int64_t salt) {
+  std::vector<int32_t> t;
+  for (int64_t i = 0; i < n; ++i) t.push_back(int32_t(3 + (i * 7919 + salt * 104729) % (V - 3)));
+  return t;
+}
+
+// Feeds `toks` through `st` in chunks; returns seconds.
+double feed(const Model& m, SequenceState& st, const std::vector<int32_t>& toks, int64_t chunk) {
+  auto t0 = clk::now();
+  ForwardOutput out;
+  for (size_t i = 0; i < toks.size(); i += size_t(chunk)) {
+    const size_t n = std::min(toks.size() - i, size_t(chunk));
+    std::vector<BatchItem> items{{&st, {toks.data() + i, n}, {}, i + n == toks.size() ? LogitsMode::Last : LogitsMode::None}};
+    m.forward(items, &out);
+  }
+  return secs(t0, clk::now());
+}
+
+// B sequences at depth d generate G tokens together; returns seconds for the G steps.
+double generate(const Model& m, int64_t B, int64_t depth, int64_t G, int64_t chunk) {
+  const int64_t V = m.config().vocab_size;
+  std::vector<SequenceState> st;
+  for (int64_t b = 0; b < B; ++b) {
+    st.push_back(m.new_state());
+    feed(m, st.back(), tokens(std::max<int64_t>(depth, 1), V, b), chunk);
+  }
+  std::vector<int32_t> next(static_cast<size_t>(B), 5);
+  ForwardOutput out;
+  auto t0 = clk::now();
+  for (int64_t g = 0; g < G; ++g) {
+    std::vector<BatchItem> items;
+    for (int64_t b = 0; b < B; ++b) items.push_back({&st[size_t(b)], {&next[size_t(b)], 1}, {}, LogitsMode::Last});
+    m.forward(items, &out);
+    for (int64_t b = 0; b < B; ++b) next[size_t(b)] = int32_t(3 + (g * 31 + b) % (V - 3));
+  }
+  return secs(t0, clk::now());
+}
+
+}  // namespace
+
+Runner add_bench(CLI::App& app) {
+  auto o = std::make_shared<BenchOpts>();
+  app.add_option("--model,-m", o->model, "checkpoint directory (default: a random --preset model)");
+  app.add_option("--preset", o->preset, "random model shape when no --model: r3b, moe1b, mini, tiny");
+  app.add_option("--cache-dir", o->cache_dir, "where preset checkpoints are written (default: temp dir)");
+  app.add_option("--dtype", o->dtypes, "weight types in memory: auto, f32, bf16 (list)")->delimiter(',');
+  app.add_option("--threads,-t", o->threads, "thread counts (list; 0 = all cores)")->delimiter(',');
+  app.add_option("--pp,-p", o->pp, "prompt lengths (list; 0 = skip)")->delimiter(',');
+  app.add_option("--tg,-n", o->tg, "generated tokens (list; 0 = skip)")->delimiter(',');
+  app.add_option("--depth,-d", o->depth, "context depth before pp/tg (list)")->delimiter(',');
+  app.add_option("--batch,-b", o->batch, "sequences decoding together in tg (list)")->delimiter(',');
+  app.add_option("--chunk", o->chunk, "prompt tokens per forward")->check(CLI::PositiveNumber);
+  app.add_option("--reps,-r", o->reps, "repetitions (median reported)")->check(CLI::PositiveNumber);
+  app.add_option("--jsonl", o->jsonl, "also append results as JSON lines to this file");
+  return [o]() {
+    namespace fs = std::filesystem;
+    std::string dir = o->model;
+    if (dir.empty()) {
+      const std::string base = o->cache_dir.empty() ? fs::temp_directory_path().string() : o->cache_dir;
+      dir = base + "/jamba-bench-" + o->preset + "-bf16";
+      if (!fs::exists(fs::path(dir) / "model.safetensors")) {
+        std::fprintf(stderr, "writing random '%s' checkpoint (bf16) to %s ...\n", o->preset.c_str(), dir.c_str());
+        set_num_threads(0);
+        init_checkpoint(preset_config(o->preset), dir, 0, DType::BF16);
+      }
+    }
+    std::FILE* jf = o->jsonl.empty() ? nullptr : std::fopen(o->jsonl.c_str(), "a");
+    std::printf("| model | weights | threads | test | t/s (median) | spread | GFLOP/s | %% GEMM peak | GB/s | %% bandwidth | peak RSS GiB |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (const std::string& dt : o->dtypes) {
+      reset_peak_rss();
+      Model model = Model::load(dir, {.weights = weight_type_from_name(dt)});
+      const JambaConfig& c = model.config();
+      const ModelStats ms = model_stats(c);
+      const Weights& w = model.weights();
+      // Bytes of weights one decode token reads: every matrix except the embedding (a row
+      // gather), and of the experts only the k of E a token uses.
+      size_t expert_bytes = 0;
+      for (const auto& l : w.layers)
+        for (const auto& e : l.moe.experts) expert_bytes += e.gate.bytes() + e.up.bytes() + e.down.bytes();
+      const bool tied = c.tie_word_embeddings;
+      double bytes_tok = double(w.matrix_bytes()) - (tied ? 0.0 : double(w.embed.bytes())) -
+                         double(expert_bytes) * (1.0 - double(c.num_experts_per_tok) / double(c.num_experts));
+      if (c.n_moe_layers() == 0) bytes_tok = double(w.matrix_bytes()) - (tied ? 0.0 : double(w.embed.bytes()));
+      const std::string wname = w.matrices_bf16 ? "bf16" : "f32";
+      for (int th : o->threads) {
+        set_num_threads(th);
+        const int nth = num_threads();
+        const Peaks pk = measure_peaks();
+        std::fprintf(stderr, "[%s %s %d threads] measured: sgemm peak %.0f GFLOP/s, read bandwidth %.1f GB/s\n",
+                     dir.c_str(), wname.c_str(), nth, pk.gemm_gflops, pk.bw_gbs);
+        auto report = [&](const std::string& test, const std::vector<double>& tps, double flop_tok, double byte_tok) {
+          const Stat s = stats(tps);
+          const double gf = s.median * flop_tok / 1e9, gb = s.median * byte_tok / 1e9;
+          std::printf("| %s | %s | %d | %s | %.2f | %.2f–%.2f | %.1f | %.1f%% | %.2f | %.1f%% | %.2f |\n",
+                      fs::path(dir).filename().c_str(), wname.c_str(), nth, test.c_str(), s.median, s.lo, s.hi, gf,
+                      100.0 * gf / pk.gemm_gflops, gb, 100.0 * gb / pk.bw_gbs, peak_rss_gib());
+          std::fflush(stdout);
+          if (jf)
+            std::fprintf(jf, "{\"model\":\"%s\",\"weights\":\"%s\",\"threads\":%d,\"test\":\"%s\",\"tps_median\":%.4f,"
+                         "\"tps_min\":%.4f,\"tps_max\":%.4f,\"gflops\":%.2f,\"gemm_peak_gflops\":%.2f,\"gbs\":%.3f,"
+                         "\"bw_peak_gbs\":%.3f,\"peak_rss_gib\":%.3f,\"reps\":%d}\n",
+                         dir.c_str(), wname.c_str(), nth, test.c_str(), s.median, s.lo, s.hi, gf, pk.gemm_gflops,
+                         gb, pk.bw_gbs, peak_rss_gib(), int(tps.size()));
+        };
+        for (int64_t d : o->depth) {
+          for (int64_t P : o->pp) {
+            if (P <= 0) continue;
+            { SequenceState warm = model.new_state(); feed(model, warm, tokens(std::min<int64_t>(P, 64), c.vocab_size, 9), o->chunk); }
+            std::vector<double> tps;
+            for (int r = 0; r < o->reps; ++r) {
+              SequenceState st = model.new_state();
+              if (d > 0) feed(model, st, tokens(d, c.vocab_size, 1), o->chunk);
+              tps.push_back(double(P) / feed(model, st, tokens(P, c.vocab_size, 2 + r), o->chunk));
+            }
+            // attention FLOPs: 4 * (depth + P/2) * nh * hd per attention layer per token
+            const double attn = 4.0 * double(d + P / 2) * double(c.num_attention_heads * c.head_dim()) * double(c.n_attention_layers());
+            report("pp" + std::to_string(P) + (d ? " @ d" + std::to_string(d) : ""), tps, double(ms.flops_per_token) + attn, 0);
+          }
+          for (int64_t G : o->tg) {
+            if (G <= 0) continue;
+            for (int64_t B : o->batch) {
+              generate(model, B, 1, 2, o->chunk);  // warm-up
+              std::vector<double> tps;
+              for (int r = 0; r < o->reps; ++r) tps.push_back(double(G * B) / generate(model, B, d, G, o->chunk));
+              const double attn = 4.0 * double(d) * double(c.num_attention_heads * c.head_dim()) * double(c.n_attention_layers());
+              report("tg" + std::to_string(G) + (d ? " @ d" + std::to_string(d) : "") + (B > 1 ? " x" + std::to_string(B) : ""),
+                     tps, double(ms.flops_per_token) + attn, bytes_tok / double(B));
+            }
+          }
+        }
+      }
+    }
+    if (jf) std::fclose(jf);
+    return 0;
+  };
+}
+
+}  // namespace jamba::app
