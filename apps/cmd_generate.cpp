@@ -57,8 +57,7 @@ Runner add_generate(CLI::App& app) {
       Session s = load_session(o->prompt_cache, *L.model);
       L.engine->prefix_cache().insert({s.tokens, std::move(s.state), std::move(s.last_logits)});
     }
-    if (!o->chat) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
-    RequestResult r = stream_generate(L, o->g, ids, nullptr, nullptr);
+    RequestResult r = stream_generate(L, o->g, ids, nullptr, nullptr, o->chat ? nullptr : &prompt);
     std::printf("\n");
     print_speed(r);
     if (!o->prompt_cache.empty())

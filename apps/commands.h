@@ -15,6 +15,7 @@ Runner add_generate(CLI::App& app);
 Runner add_chat(CLI::App& app);
 Runner add_demo(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_tokenize(CLI::App& app);
 Runner add_grad(CLI::App& app);
 
 }  // namespace jamba::app

@@ -59,7 +59,8 @@ Loaded load_for_generation(const GenOptions& o) {
 }
 
 RequestResult stream_generate(Loaded& L, const GenOptions& o, std::vector<int32_t> prompt,
-                              const volatile bool* interrupted, std::string* text_out) {
+                              const volatile bool* interrupted, std::string* text_out,
+                              const std::string* echo) {
   GenerateRequest req;
   req.prompt = std::move(prompt);
   req.max_new_tokens = o.max_new_tokens;
@@ -76,6 +77,11 @@ RequestResult stream_generate(Loaded& L, const GenOptions& o, std::vector<int32_
     text += s;
   };
   bool stop_hit = false;
+  L.engine->validate(req);
+  if (echo) {
+    std::fwrite(echo->data(), 1, echo->size(), stdout);
+    std::fflush(stdout);
+  }
   const int64_t id = L.engine->submit(req, [&](int64_t, int32_t tok) {
     if (L.tok->is_eos(tok) ||
         std::find(L.stop_ids.begin(), L.stop_ids.end(), tok) != L.stop_ids.end())

@@ -37,8 +37,10 @@ Loaded load_for_generation(const GenOptions& o);
 
 // Streams one request's text to stdout; returns the result. `interrupted` (if given) is polled
 // after every token and stops the request when it becomes true.
+// `echo` (if given) is printed once the request has been accepted.
 RequestResult stream_generate(Loaded& L, const GenOptions& o, std::vector<int32_t> prompt,
-                              const volatile bool* interrupted, std::string* text_out);
+                              const volatile bool* interrupted, std::string* text_out,
+                              const std::string* echo = nullptr);
 
 void print_speed(const RequestResult& r);
 

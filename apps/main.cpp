@@ -1,11 +1,29 @@
 // jamba: command-line entry point.
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "apps/commands.h"
 #include "core/error.h"
 
+// OpenMP workers spin at barriers for a long time by default (GOMP_SPINCOUNT 300000). On a
+// machine shared with other work, the spinning worker keeps its core while the thread it waits
+// for is descheduled, and every parallel region then costs a scheduler time slice (measured:
+// decode 20-50x slower under load). libgomp reads its settings once at start-up, so unless the
+// user chose a policy, restart once with a short spin before sleeping.
+static void bound_openmp_spinning(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT") ||
+      std::getenv("JAMBA_NO_REEXEC"))
+    return;
+  ::setenv("GOMP_SPINCOUNT", "20000", 1);
+  ::setenv("JAMBA_NO_REEXEC", "1", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: carry on with the defaults
+}
+
 int main(int argc, char** argv) {
+  bound_openmp_spinning(argv);
   CLI::App app{"jamba.cpp: run, serve and train Jamba hybrid Mamba-Transformer models"};
   app.require_subcommand(1);
   std::map<CLI::App*, jamba::app::Runner> runners;
@@ -22,6 +40,7 @@ int main(int argc, char** argv) {
       jamba::app::add_demo);
   reg("bench", "throughput: pp / tg / depth / batch over threads and weight types",
       jamba::app::add_bench);
+  reg("tokenize", "show the token ids and pieces of a text", jamba::app::add_tokenize);
   reg("init", "write a randomly initialised checkpoint (HF layout)", jamba::app::add_init);
   reg("grad", "losses, gradients and AdamW steps on a batch (training check)", jamba::app::add_grad);
   try {

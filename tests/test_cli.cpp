@@ -463,7 +463,7 @@ TEST_P(CliForward, MatchesGolden) {
       << name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, CliForward,
+INSTANTIATE_TEST_SUITE_P(CliGolden, CliForward,
                          ::testing::Values("dense-tiny", "gqa-moe", "long-seq", "padded-batch",
                                            "jamba-layout", "tied-embeddings"),
                          [](const auto& info) {

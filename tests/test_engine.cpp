@@ -300,3 +300,33 @@ TEST_F(SessionFile, RejectsDamagedOrMismatched) {
 
 }  // namespace
 }  // namespace jamba
+
+namespace jamba {
+namespace {
+
+// A prompt that diverges from an earlier one inside it resumes from the last interval snapshot.
+TEST(PrefixCache, IntervalSnapshotsServeDivergingPrompts) {
+  Model model = Model::load(kGolden + "/dense-tiny");
+  const int64_t V = model.config().vocab_size;
+  auto p1 = random_prompt(300, V, 8);
+  auto p2 = p1;
+  p2.resize(250);
+  for (int32_t t : random_prompt(20, V, 9)) p2.push_back(t);
+  Engine e(model, {.prefill_chunk = 64, .snapshot_interval = 100});
+  e.submit({.prompt = p1, .max_new_tokens = 1});
+  e.run_until_idle();
+  const int64_t b = e.submit({.prompt = p2, .max_new_tokens = 4, .record_logits = true});
+  e.run_until_idle();
+  RequestResult r = e.take_result(b);
+  EXPECT_EQ(r.reused_tokens, 200);
+  Engine fresh(model, {.prefix_cache = false});
+  const int64_t c = fresh.submit({.prompt = p2, .max_new_tokens = 4, .record_logits = true});
+  fresh.run_until_idle();
+  RequestResult rf = fresh.take_result(c);
+  EXPECT_EQ(r.tokens, rf.tokens);
+  for (size_t s = 0; s < r.step_logits.size(); ++s)
+    EXPECT_LE(max_abs_diff(r.step_logits[s], rf.step_logits[s]), tol::kReassociation);
+}
+
+}  // namespace
+}  // namespace jamba

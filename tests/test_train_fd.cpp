@@ -42,7 +42,35 @@ void check_block(const std::string& name, ParamStore& P, std::vector<float> x, i
 
 constexpr int64_t kB = 2, kT = 7;
 
+// Smallest gap between the k-th and (k+1)-th router probability over all rows: a finite-
+// difference step must not change any top-k decision (every evaluation is also checked).
+constexpr double kMinRoutingGap = 0.03;
+constexpr size_t kModelChecks = 16;  // elements checked per parameter tensor of a whole model
+double min_routing_gap(const MoeCache& mc, int64_t E, int64_t k) {
+  double gap = 1;
+  for (size_t m = 0; m * E < mc.probs.size(); ++m) {
+    std::vector<float> p(mc.probs.begin() + m * E, mc.probs.begin() + (m + 1) * E);
+    std::sort(p.rbegin(), p.rend());
+    gap = std::min(gap, double(p[k - 1] - p[k]));
+  }
+  return gap;
+}
+// Whether two routings select the same set of experts for every row (the order of the k slots
+// does not matter).
+bool same_routing(const MoeCache& a, const MoeCache& b, int64_t k) {
+  if (a.sel.size() != b.sel.size()) return false;
+  for (size_t r = 0; r < a.sel.size(); r += size_t(k)) {
+    std::vector<int32_t> x(a.sel.begin() + r, a.sel.begin() + r + k),
+        y(b.sel.begin() + r, b.sel.begin() + r + k);
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    if (x != y) return false;
+  }
+  return true;
+}
+
 TEST(TrainFd, RmsNorm) {
+  testutil::OneThread one_thread;
   const int64_t M = 5, D = 6;
   std::vector<float> x = randn(M * D, 1), w = randn(D, 2, 0.5f), wout = randn(M * D, 3);
   for (float& v : w) v += 1.0f;
@@ -57,6 +85,7 @@ TEST(TrainFd, RmsNorm) {
 }
 
 TEST(TrainFd, Mlp) {
+  testutil::OneThread one_thread;
   const JambaConfig c = testutil::tiny_train_config(false, false);
   ParamStore P = testutil::noisy_params(c, 11, 0.4, 0.1);
   const MlpP w = model_view(P).layers[0].mlp;
@@ -77,6 +106,7 @@ TEST(TrainFd, Mlp) {
 }
 
 void check_mamba(const std::string& name, JambaConfig c, int64_t T, double alog_shift) {
+  testutil::OneThread one_thread;
   c.validate(name);
   c.derive();
   ParamStore P = testutil::noisy_params(c, 21, 0.4, 0.1);
@@ -99,10 +129,12 @@ void check_mamba(const std::string& name, JambaConfig c, int64_t T, double alog_
 }
 
 TEST(TrainFd, MambaConvBias) {
+  testutil::OneThread one_thread;
   check_mamba("mamba", testutil::tiny_train_config(false, false), kT, 0.0);
 }
 
 TEST(TrainFd, MambaProjBiasNoConvBias) {
+  testutil::OneThread one_thread;
   JambaConfig c = testutil::tiny_train_config(false, false);
   c.mamba_conv_bias = false;
   c.mamba_proj_bias = true;
@@ -113,10 +145,12 @@ TEST(TrainFd, MambaProjBiasNoConvBias) {
 // Long memory: A = -exp(A_log) shifted towards 0 (slow decay) over 24 steps, so the reverse-time
 // recurrence of the scan carries gradient across the whole sequence.
 TEST(TrainFd, ScanLongMemory) {
+  testutil::OneThread one_thread;
   check_mamba("scan long memory", testutil::tiny_train_config(false, false), 24, -3.0);
 }
 
 TEST(TrainFd, AttentionGqa) {
+  testutil::OneThread one_thread;
   const JambaConfig c = testutil::tiny_train_config(false, false);
   ParamStore P = testutil::noisy_params(c, 31, 0.5, 0.1);
   const AttnP w = model_view(P).layers[1].attn;
@@ -137,29 +171,25 @@ TEST(TrainFd, AttentionGqa) {
 }
 
 // MoE with its own aux loss (aux_w * E * sum_e f_e P_e over this layer's rows): routing must not
-// change under the perturbations (checked on every evaluation), so the router is scaled up to
-// keep every top-k decision far from a tie.
+// change under the perturbations (checked on every evaluation).
 TEST(TrainFd, MoeRoutingAndAux) {
+  testutil::OneThread one_thread;
   const JambaConfig c = testutil::tiny_train_config(true, false);
   ParamStore P = testutil::noisy_params(c, 41, 0.4, 0.1);
   const MoeP w = model_view(P).layers[1].moe;
-  for (float& v : P.data[w.router.w.idx]) v *= 8.0f;
   const int64_t M = kB * kT, D = c.hidden_size, E = c.num_experts;
   const double aux_w = 0.3;
-  const std::vector<float> x0 = randn(M * D, 42);
+  // Inputs whose every top-k decision is far from a tie (deterministic search over seeds).
+  std::vector<float> x0;
   MoeCache base;
-  {
+  double gap = 0;
+  for (uint64_t seed = 42; seed < 142 && gap < kMinRoutingGap; ++seed) {
+    x0 = randn(M * D, seed);
     std::vector<float> out(M * D);
     moe_train_forward(c, w, x0.data(), M, out.data(), &base);
+    gap = min_routing_gap(base, E, c.num_experts_per_tok);
   }
-  // Smallest gap between the k-th and (k+1)-th probability: FD steps must stay well inside.
-  double gap = 1;
-  for (int64_t m = 0; m < M; ++m) {
-    std::vector<float> p(base.probs.begin() + m * E, base.probs.begin() + (m + 1) * E);
-    std::sort(p.rbegin(), p.rend());
-    gap = std::min(gap, double(p[1] - p[2]));
-  }
-  EXPECT_GT(gap, 0.02) << "test setup: a routing decision is close to a tie";
+  ASSERT_GE(gap, kMinRoutingGap) << "test setup: no input without a near-tie routing";
   int flips = 0;
   auto aux_of = [&](const MoeCache& mc) {
     double a = 0;
@@ -176,7 +206,7 @@ TEST(TrainFd, MoeRoutingAndAux) {
       [&](const float* x, float* out) {
         MoeCache mc;
         moe_train_forward(c, w, x, M, out, &mc);
-        flips += mc.sel != base.sel;
+        flips += !same_routing(mc, base, c.num_experts_per_tok);
         return aux_of(mc);
       },
       [&](const float* x, const float* dout, float* dx, Grads& G) {
@@ -196,12 +226,12 @@ TEST(TrainFd, MoeRoutingAndAux) {
 }
 
 // Whole model: objective = CE (shift, -100) / N + aux_weight * pooled aux, as the backward.
+// Whole model: objective = CE (shift, -100) / N + aux_weight * pooled aux, as the backward.
+// An element whose finite-difference steps change a routing decision (the loss is only
+// piecewise smooth) is skipped; at most a few may be.
 void check_model(const std::string& name, const JambaConfig& c, uint64_t seed) {
-  ParamStore P = testutil::noisy_params(c, seed, 0.4, 0.1);
-  if (c.num_experts > 1)
-    for (const LayerP& l : model_view(P).layers)
-      if (l.moe.router.w)
-        for (float& v : P.data[l.moe.router.w.idx]) v *= 8.0f;
+  testutil::OneThread one_thread;
+  ParamStore P = testutil::noisy_params(c, seed, 0.4, 0.05);
   TrainBatch b;
   b.B = kB;
   b.T = kT;
@@ -216,24 +246,38 @@ void check_model(const std::string& name, const JambaConfig& c, uint64_t seed) {
   auto f = [&]() {
     Tape t;
     const double obj = train_forward(P, b, {}, &t).objective;
-    for (size_t l = 0; l < t.layers.size(); ++l) flips += t.layers[l].moe.sel != base.layers[l].moe.sel;
+    for (size_t l = 0; l < t.layers.size(); ++l)
+      flips += !same_routing(t.layers[l].moe, base.layers[l].moe, c.num_experts_per_tok);
     return obj;
+  };
+  auto smooth = [&]() {
+    const bool ok = flips == 0;
+    flips = 0;
+    return ok;
   };
   Grads G(P);
   forward_backward(P, b, {}, G);
+  double worst = 0;
+  int skipped = 0, checked = 0;
   for (size_t i = 0; i < P.size(); ++i) {
     ASSERT_TRUE(G.has(i)) << name << ": no gradient for " << P.specs[i].name;
-    check_grad(name + " " + P.specs[i].name, f, P.data[i].data(), G.get(i).data(),
-               G.get(i).size(), getenv("FDH") ? float(atof(getenv("FDH"))) : 1e-2f, tol::kTrainFd, 16);
+    worst = std::max(worst, check_grad(name + " " + P.specs[i].name, f, P.data[i].data(),
+                                       G.get(i).data(), G.get(i).size(), 2e-2f,
+                                       tol::kTrainFdModel, kModelChecks, smooth, &skipped));
+    checked += int(std::min<size_t>(G.get(i).size(), kModelChecks));
   }
-  EXPECT_EQ(flips, 0) << name << ": a finite-difference step changed the routing";
+  std::printf("[%s] worst relative finite-difference error %.2e (%d of ~%d elements skipped: "
+              "routing changed)\n", name.c_str(), worst, skipped, checked);
+  EXPECT_LE(skipped, checked / 10) << name;
 }
 
 TEST(TrainFdModel, MoeAuxIgnoredLabels) {
+  testutil::OneThread one_thread;
   check_model("moe model", testutil::tiny_train_config(true, false), 51);
 }
 
 TEST(TrainFdModel, TiedEmbeddings) {
+  testutil::OneThread one_thread;
   check_model("tied model", testutil::tiny_train_config(false, true), 61);
 }
 

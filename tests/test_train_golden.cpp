@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "train/grad_tool.h"
 #include "tolerances.h"
+#include "train_test_util.h"
 
 namespace jamba {
 namespace {
@@ -40,6 +41,9 @@ void compare(const std::string& name, const ParamStore& init, const ParamStore& 
                      std::fabs(r.initial.total_loss - tot)});
   EXPECT_LE(e.loss, tol::kTrainLoss) << name;
   EXPECT_LE(e.loss, tol::kTrainLossTarget) << name;
+  // As close to exact arithmetic (the float64 run) as the float32 reference is (README).
+  EXPECT_LE(std::fabs(r.initial.total_loss - scalar(g, "total_loss_f64")), tol::kTrainLossTarget)
+      << name;
   // Gradients: exactly the golden's set of names, each within max|dg| / max|g_ref|.
   std::set<std::string> want;
   for (const auto& [n, t] : g.tensors())
@@ -82,6 +86,9 @@ void compare(const std::string& name, const ParamStore& init, const ParamStore& 
   EXPECT_LE(e.traj_loss, tol::kTrainLoss) << name;
   EXPECT_LE(e.traj_loss, tol::kTrainLossTarget) << name;
   EXPECT_LE(e.grad_norm_rel, tol::kTrainGradNormRel) << name;
+  const auto losses64 = tensor_to_f32(g.get("losses_f64"));
+  for (size_t s = 0; s < std::min(losses64.size(), r.losses.size()); ++s)
+    EXPECT_LE(std::fabs(r.losses[s] - losses64[s]), tol::kTrainLossTarget) << name << " step " << s;
   // Final weights: per tensor ||delta - delta_ref|| / ||delta_ref||, and every element.
   for (size_t i = 0; i < init.size(); ++i) {
     const std::string& pn = init.specs[i].name;
@@ -119,6 +126,7 @@ GradJobOptions golden_options(const SafetensorsFile& g) {
 class TrainGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TrainGolden, LossGradsTrajectory) {
+  testutil::OneThread one_thread;
   const std::string dir = kGoldenTrain + "/" + GetParam();
   auto g = SafetensorsFile::open(dir + "/train.safetensors");
   ParamStore P = ParamStore::load(dir);
@@ -138,7 +146,7 @@ TEST(TrainGoldenCli, GradCommandWritesGoldenLayout) {
   const std::string out =
       (std::filesystem::path(::testing::TempDir()) / "jamba_train_golden_cli.safetensors").string();
   const std::string cmd = std::string(JAMBA_BINARY) + " grad --model " + dir + " --input " + dir +
-                          "/train.safetensors --output " + out + " --steps 10 2>/dev/null";
+                          "/train.safetensors --output " + out + " --steps 10 --threads 1 2>/dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   auto g = SafetensorsFile::open(dir + "/train.safetensors");
   auto f = SafetensorsFile::open(out);

@@ -208,6 +208,7 @@ TEST(TrainModel, HfParameterOrderIsAPermutation) {
 // The training forward and the inference forward (src/model) agree on the golden MoE case:
 // cross-entropy recomputed from Model::forward's logits.
 TEST(TrainModel, ForwardMatchesInferenceModel) {
+  testutil::OneThread one_thread;
   const std::string dir = std::string(JAMBA_SHARED_DIR) + "/golden-train/train-moe";
   const ParamStore P = ParamStore::load(dir);
   const TrainBatch b = read_train_batch(dir + "/train.safetensors");

@@ -268,7 +268,9 @@ void SafetensorsWriter::write(const std::string& path) const {
   write_safetensors_streaming(
       path, specs,
       [&](size_t i, uint8_t* dst) {
-        std::memcpy(dst, entries_[i].bytes.data(), entries_[i].bytes.size());
+        // Empty tensors: dst and data() may be null, which memcpy does not allow even for 0.
+        if (!entries_[i].bytes.empty())
+          std::memcpy(dst, entries_[i].bytes.data(), entries_[i].bytes.size());
       },
       metadata_);
 }

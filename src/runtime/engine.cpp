@@ -30,7 +30,7 @@ Engine::Engine(const Model& model, EngineOptions opts)
               opts_.prefill_chunk);
 }
 
-int64_t Engine::submit(GenerateRequest req, TokenCallback on_token) {
+void Engine::validate(const GenerateRequest& req) const {
   const int64_t V = model_.config().vocab_size;
   JAMBA_CHECK(!req.prompt.empty(), "[generate] the prompt is empty");
   for (size_t i = 0; i < req.prompt.size(); ++i)
@@ -38,10 +38,15 @@ int64_t Engine::submit(GenerateRequest req, TokenCallback on_token) {
                 req.prompt[i], ", outside the vocabulary [0, ", V, ")");
   JAMBA_CHECK(req.max_new_tokens >= 0, "[generate] max_new_tokens must be >= 0, got ",
               req.max_new_tokens);
-  const int64_t need = int64_t(req.prompt.size()) + req.max_new_tokens;
   JAMBA_CHECK(int64_t(req.prompt.size()) <= opts_.max_context, "[generate] the prompt has ",
               req.prompt.size(), " tokens, longer than the context of ", opts_.max_context,
               " tokens");
+  validate_sampling_params(req.sampling);
+}
+
+int64_t Engine::submit(GenerateRequest req, TokenCallback on_token) {
+  validate(req);
+  const int64_t need = int64_t(req.prompt.size()) + req.max_new_tokens;
   if (need > opts_.max_context) req.max_new_tokens = opts_.max_context - int64_t(req.prompt.size());
   auto a = std::make_unique<Active>(Active{next_id_++, std::move(req), std::move(on_token),
                                            model_.new_state(), Sampler(SamplingParams{}), {}, 0,
@@ -113,7 +118,9 @@ void Engine::step() {
   for (auto& up : active_) {
     Active& a = *up;
     const int64_t left = int64_t(a.history.size()) - a.fed;
-    const int64_t n = a.prefill_done ? 1 : std::min(left, opts_.prefill_chunk);
+    int64_t n = a.prefill_done ? 1 : std::min(left, opts_.prefill_chunk);
+    if (!a.prefill_done && opts_.prefix_cache && opts_.snapshot_interval > 0)  // end chunks on
+      n = std::min(n, opts_.snapshot_interval - a.fed % opts_.snapshot_interval);  // boundaries
     const bool last = a.fed + n == int64_t(a.history.size());
     items.push_back({&a.state, {a.history.data() + a.fed, size_t(n)}, {},
                      last ? LogitsMode::Last : LogitsMode::None});
@@ -125,7 +132,13 @@ void Engine::step() {
   for (size_t i = 0; i < owners.size(); ++i) {
     Active& a = *owners[i];
     a.fed += int64_t(items[i].tokens.size());
-    if (items[i].logits != LogitsMode::Last) continue;
+    if (items[i].logits != LogitsMode::Last) {
+      const int64_t every = opts_.snapshot_interval;
+      if (opts_.prefix_cache && every > 0 && a.fed % every == 0)
+        cache_.insert({std::vector<int32_t>(a.history.begin(), a.history.begin() + a.fed),
+                       a.state.snapshot(), {}});
+      continue;
+    }
     const float* logits = out.logits.data() + out.logit_row_offset[i] * V;
     if (!a.prefill_done) {
       a.prefill_done = true;

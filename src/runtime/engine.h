@@ -41,6 +41,9 @@ struct EngineOptions {
   int64_t max_context = 0;        // 0 = config.max_position_embeddings
   bool prefix_cache = true;
   size_t prefix_cache_bytes = size_t(1) << 30;
+  // During a prefill, also snapshot every this many tokens (0 = only at the end of the prompt),
+  // so a later prompt that diverges inside this one still resumes from the last boundary.
+  int64_t snapshot_interval = 1024;
 };
 
 class Engine {
@@ -50,7 +53,10 @@ class Engine {
 
   Engine(const Model& model, EngineOptions opts = {});
 
-  // Validates (token ids, context length, sampling params) and queues; returns the request id.
+  // Throws Error naming the problem: empty prompt, token ids outside the vocabulary, a prompt
+  // longer than the context, bad sampling params.
+  void validate(const GenerateRequest& req) const;
+  // Validates and queues; returns the request id.
   int64_t submit(GenerateRequest req, TokenCallback on_token = {});
   void cancel(int64_t id);
   void step();  // one forward over every active request

@@ -12,6 +12,8 @@ const Snapshot* PrefixCache::lookup(std::span<const int32_t> prompt) {
   auto best = entries_.end();
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->tokens.size() > prompt.size()) continue;
+    // A whole-prompt match is only usable with the logits to sample the next token from.
+    if (it->tokens.size() == prompt.size() && it->last_logits.empty()) continue;
     if (best != entries_.end() && it->tokens.size() <= best->tokens.size()) continue;
     if (std::equal(it->tokens.begin(), it->tokens.end(), prompt.begin())) best = it;
   }

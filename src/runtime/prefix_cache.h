@@ -22,7 +22,8 @@ class PrefixCache {
  public:
   explicit PrefixCache(size_t max_bytes = size_t(1) << 30) : max_bytes_(max_bytes) {}
 
-  // Longest snapshot whose tokens are a prefix of `prompt` (null if none). Marks it recently used.
+  // Longest snapshot whose tokens are a prefix of `prompt` (null if none); one covering the whole
+  // prompt only if it has last_logits. Marks it recently used.
   const Snapshot* lookup(std::span<const int32_t> prompt);
   // Stores a snapshot (replacing one with identical tokens); evicts least recently used entries
   // beyond the byte budget.

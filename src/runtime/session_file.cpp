@@ -80,7 +80,12 @@ void save_session(const std::string& path, const Model& model, const Session& s)
 }
 
 Session load_session(const std::string& path, const Model& model) {
-  auto f = SafetensorsFile::open(path);
+  std::shared_ptr<SafetensorsFile> f;
+  try {
+    f = SafetensorsFile::open(path);
+  } catch (const Error& e) {
+    fail(path, ": not a valid jamba session file: ", e.what());
+  }
   const auto& md = f->metadata();
   auto meta = [&](const char* k) -> std::string {
     auto it = md.find(k);
