@@ -33,8 +33,8 @@ constexpr float kExpFastRel = 3.6e-7f;
 // BF16 / F16 checkpoints vs the same checkpoint in F32 (test_loader.cpp): the weights are
 // rounded once (BF16: 8-bit mantissa, relative error <= 2^-9; F16: 11-bit, <= 2^-12) and the
 // error grows through the layers. Measured on dense-tiny / gqa-moe (logits O(10)): BF16 max abs
-// 0.14, F16 0.016; the bounds leave ~3x headroom. A dtype bug (wrong
-// conversion, swapped bytes) gives O(1..10).
+// 0.14, F16 0.016; the bounds leave ~3x headroom. A dtype bug (wrong conversion, swapped
+// bytes) gives O(1..10).
 constexpr float kBf16WeightsLogits = 0.5f;
 constexpr float kF16WeightsLogits = 0.05f;
 // Fraction of positions whose top-1 token must agree with the F32 run: rounding may only flip

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <map>
-#include <regex>
 #include <set>
 
 #include "core/error.h"
@@ -140,13 +139,19 @@ std::string canonical_tensor_name(const std::string& name, const JambaConfig& cf
   replace_all(s, ".pre_moe_layernorm.", ".pre_ff_layernorm.");
   replace_all(s, ".mamba.B_layernorm.", ".mamba.b_layernorm.");
   replace_all(s, ".mamba.C_layernorm.", ".mamba.c_layernorm.");
-  // Dense layers stored as a 1-expert MoE: feed_forward.experts.0.X -> feed_forward.X
-  static const std::regex dense(R"(^model\.layers\.(\d+)\.feed_forward\.experts\.0\.(.*)$)");
-  std::smatch m;
-  if (std::regex_match(s, m, dense)) {
-    const int64_t il = std::stoll(m[1]);
-    if (il < int64_t(cfg.layers.size()) && cfg.layers[size_t(il)].ffn == FfnKind::Dense)
-      s = "model.layers." + m[1].str() + ".feed_forward." + m[2].str();
+  // Dense layers stored as a 1-expert MoE: model.layers.{i}.feed_forward.experts.0.X ->
+  // model.layers.{i}.feed_forward.X
+  const std::string head = "model.layers.", mid = ".feed_forward.experts.0.";
+  if (s.rfind(head, 0) == 0) {
+    const size_t dot = s.find('.', head.size());
+    const std::string num = s.substr(head.size(), dot == std::string::npos ? 0 : dot - head.size());
+    if (!num.empty() && num.size() < 10 &&
+        num.find_first_not_of("0123456789") == std::string::npos &&
+        s.compare(dot, mid.size(), mid) == 0) {
+      const int64_t il = std::stoll(num);
+      if (il < int64_t(cfg.layers.size()) && cfg.layers[size_t(il)].ffn == FfnKind::Dense)
+        s = head + num + ".feed_forward." + s.substr(dot + mid.size());
+    }
   }
   return s;
 }
