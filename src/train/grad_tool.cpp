@@ -99,6 +99,14 @@ void write_grad_job(const std::string& path, const ParamStore& P, const GradJobR
   w.set_metadata("weight_decay", buf);
   std::snprintf(buf, sizeof buf, "%g", o.clip);
   w.set_metadata("max_grad_norm", buf);
+  w.set_metadata("schedule", o.schedule.kind);
+  std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(o.schedule.warmup));
+  w.set_metadata("warmup", buf);
+  std::snprintf(buf, sizeof buf, "%g", o.schedule.min_lr_ratio);
+  w.set_metadata("min_lr_ratio", buf);
+  std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(o.micro_batch));
+  w.set_metadata("micro_batch", buf);
+  w.set_metadata("exclude_from_decay", o.adam.exclude_norm_bias_embedding ? "norms,biases,embedding" : "none");
   w.set_metadata("output_router_logits", P.cfg.output_router_logits ? "True" : "False");
   std::snprintf(buf, sizeof buf, "%g", P.cfg.router_aux_loss_coef);
   w.set_metadata("router_aux_loss_coef", buf);
