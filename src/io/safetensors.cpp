@@ -245,6 +245,21 @@ std::vector<int64_t> tensor_to_i64(const TensorInfo& t) {
   return out;
 }
 
+std::vector<int32_t> read_token_ids(const SafetensorsFile& f, const std::string& name,
+                                    int64_t* B, int64_t* T) {
+  const TensorInfo& ids = f.get(name);
+  if (ids.shape.size() != 2)
+    fail(f.path(), ": tensor '", name, "': expected shape [B,T], got ", shape_str(ids.shape));
+  *B = ids.shape[0];
+  *T = ids.shape[1];
+  std::vector<int32_t> out;
+  for (int64_t v : tensor_to_i64(ids)) {
+    if (v < 0 || v > INT32_MAX) fail(f.path(), ": tensor '", name, "': value ", v, " is not a token id");
+    out.push_back(int32_t(v));
+  }
+  return out;
+}
+
 void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape,
                             const void* data) {
   size_t n = dtype_size(dtype);

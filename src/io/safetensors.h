@@ -63,6 +63,10 @@ class Checkpoint {
 // Copies a tensor to float32 (any float dtype). Throws if not a float dtype.
 std::vector<float> tensor_to_f32(const TensorInfo& t);
 std::vector<int64_t> tensor_to_i64(const TensorInfo& t);  // I64 or I32
+// Token ids of a [B, T] integer tensor (`name`, e.g. "input_ids"); throws naming the file and
+// tensor on a wrong rank or a value that is not an int32 id >= 0.
+std::vector<int32_t> read_token_ids(const SafetensorsFile& f, const std::string& name,
+                                    int64_t* B, int64_t* T);
 
 // Writer: collects tensors (copied) and writes the file atomically.
 class SafetensorsWriter {

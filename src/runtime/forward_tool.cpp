@@ -9,17 +9,9 @@ namespace jamba {
 
 TokenBatch read_token_batch(const std::string& path) {
   auto f = SafetensorsFile::open(path);
-  const TensorInfo& ids = f->get("input_ids");
-  if (ids.shape.size() != 2)
-    fail(path, ": tensor 'input_ids': expected shape [B,T], got ", shape_str(ids.shape));
   TokenBatch tb;
-  tb.B = ids.shape[0];
-  tb.T = ids.shape[1];
-  for (int64_t v : tensor_to_i64(ids)) {
-    if (v < INT32_MIN || v > INT32_MAX)
-      fail(path, ": tensor 'input_ids': value ", v, " is not a token id");
-    tb.ids.push_back(int32_t(v));
-  }
+  tb.ids = read_token_ids(*f, "input_ids", &tb.B, &tb.T);
+  const TensorInfo& ids = f->get("input_ids");
   if (const TensorInfo* m = f->find("attention_mask")) {
     if (m->shape != ids.shape)
       fail(path, ": tensor 'attention_mask': expected shape ", shape_str(ids.shape), ", got ",

@@ -9,16 +9,9 @@ namespace jamba {
 
 TrainBatch read_train_batch(const std::string& path) {
   auto f = SafetensorsFile::open(path);
-  const TensorInfo& ids = f->get("input_ids");
-  if (ids.shape.size() != 2)
-    fail(path, ": tensor 'input_ids': expected shape [B,T], got ", shape_str(ids.shape));
   TrainBatch b;
-  b.B = ids.shape[0];
-  b.T = ids.shape[1];
-  for (int64_t v : tensor_to_i64(ids)) {
-    if (v < 0 || v > INT32_MAX) fail(path, ": tensor 'input_ids': value ", v, " is not a token id");
-    b.ids.push_back(int32_t(v));
-  }
+  b.ids = read_token_ids(*f, "input_ids", &b.B, &b.T);
+  const TensorInfo& ids = f->get("input_ids");
   if (const TensorInfo* l = f->find("labels")) {
     if (l->shape != ids.shape)
       fail(path, ": tensor 'labels': expected shape ", shape_str(ids.shape), " (as input_ids), got ",
