@@ -132,8 +132,8 @@ void conv1d_silu(const ConvArgs& a);
 void selective_scan(const ScanArgs& a);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void softplus(float* x, int64_t n);
-// M <= 8: register-blocked AVX-512 matrix-vector kernel streaming the bf16 weights once (decode
-// is memory-bound); larger M: bf16 panels widened to f32 per thread, then sgemm on the panel.
+// M <= 32: register-blocked AVX-512 kernel, 8 rows per pass over the bf16 weights (decode is
+// memory-bound); larger M: bf16 panels widened to f32 per thread, then sgemm on the panel.
 void gemm_bf16(const GemmBf16Args& a);
 }  // namespace cpu
 

@@ -20,7 +20,9 @@ namespace jamba::cpu {
 
 namespace {
 
-constexpr int64_t kMaxSmallM = 8;
+constexpr int64_t kMaxSmallM = 8;   // rows per register-blocked pass
+constexpr int64_t kStreamMaxM = 32;  // up to this many rows, stream the bf16 weights M/8 times
+                                     // rather than widening every panel to f32
 
 // out[m] = sum_k A[m,k] * W[n,k] for one weight row and up to 8 activation rows.
 template <int MR>
@@ -80,7 +82,7 @@ void widen(const uint16_t* src, float* dst, int64_t n) {
 
 void gemm_bf16(const GemmBf16Args& a) {
   if (a.M == 0 || a.N == 0) return;
-  if (a.M <= kMaxSmallM) {
+  if (a.M <= kStreamMaxM) {
     // Split M into chunks the register-blocked kernel handles.
     GemmBf16Args s = a;
     for (int64_t m0 = 0; m0 < a.M; m0 += kMaxSmallM) {
