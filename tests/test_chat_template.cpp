@@ -1,3 +1,4 @@
+#include "test_util.h"
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,14 +13,7 @@
 namespace jamba {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing_util::error_of;
 
 TEST(ChatTemplate, DetectFamilies) {
   EXPECT_EQ(detect_chat_format(""), ChatFormat::Jamba15);

@@ -1,3 +1,4 @@
+#include "test_util.h"
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -25,14 +26,7 @@ std::vector<Candidate> with_p(const std::vector<float>& p) {
   return c;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing_util::error_of;
 
 TEST(Sampler, MakeCandidates) {
   const std::vector<float> logits = {0.5f, -1.0f, 2.0f};

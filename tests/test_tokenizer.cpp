@@ -1,4 +1,5 @@
 // Tokenizer tests against the real Jamba 1.5+ SentencePiece model (shared/tokenizers/jamba.model).
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -54,14 +55,7 @@ struct TempDir {
   }
 };
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing_util::error_of;
 
 TEST(Tokenizer, VocabularyMatchesReferenceVectors) {
   EXPECT_EQ(tok().vocab_size(), 65536);
