@@ -288,6 +288,11 @@ const AttentionCase kAttentionCases[] = {
     {16, 16, 4, 2, 8, 0, Mask::kAllMasked, 0, 0, 0, 1.0f},  // every row: uniform average
     {70, 270, 8, 4, 64, 200, Mask::kRandom, 0, 0, 5, 4.0f},  // holes in the mask
     {33, 33, 2, 2, 128, 0, Mask::kRandom, 0, 0, 0, 16.0f},  // very peaky
+    // decode split over key chunks of 256 (Lq <= 4, T >= 256)
+    {1, 2000, 4, 1, 64, 1999, Mask::kLeftPad, 300, 0, 0, 6.0f},  // chunks 0, 1 fully padded
+    {3, 700, 8, 2, 32, 697, Mask::kRandom, 0, 2, 1, 4.0f},       // 3 queries, holes
+    {1, 600, 2, 1, 8, 599, Mask::kAllMasked, 0, 0, 0, 1.0f},     // uniform average
+    {4, 513, 6, 3, 17, 200, Mask::kNone, 0, 0, 0, 4.0f},         // keys past pos0 unused
 };
 // clang-format on
 

@@ -60,10 +60,90 @@ constexpr int64_t kQTile = 16;   // queries per tile (per head)
 constexpr int64_t kKTile = 128;  // keys per tile
 }  // namespace
 
+// Decode-shaped attention (a few queries, a long cache): the keys are split into chunks, each
+// (head, chunk) task keeps its own online-softmax partial (m, l, acc) and the partials are merged,
+// so a long context uses every thread even with one KV head.
+void attention_split_keys(const AttentionArgs& a) {
+  constexpr int64_t kChunk = 256;
+  const int64_t G = a.nh / a.nkv, hd = a.hd;
+  const int64_t kend = std::min(a.T, a.pos0 + a.Lq);
+  const int64_t nc = (kend + kChunk - 1) / kChunk;
+  const int64_t stride = hd + 2;  // per partial: m, l, acc[hd]
+  std::vector<float> part(static_cast<size_t>(a.nh * a.Lq * nc * stride));
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int64_t h = 0; h < a.nh; ++h)
+    for (int64_t c = 0; c < nc; ++c) {
+      const float* K = a.k + (h / G) * a.kv_head_stride;
+      const float* V = a.v + (h / G) * a.kv_head_stride;
+      const int64_t j0 = c * kChunk;
+      float s[kChunk];
+      for (int64_t i = 0; i < a.Lq; ++i) {
+        float* pr = part.data() + ((h * a.Lq + i) * nc + c) * stride;
+        float* acc = pr + 2;
+        std::fill(acc, acc + hd, 0.0f);
+        float m = -INFINITY, l = 0.0f;
+        const int64_t j1 = std::min(j0 + kChunk, a.pos0 + i + 1);
+        const float* q = a.q + i * a.ldq + h * hd;
+        for (int64_t j = j0; j < j1; ++j) {
+          if (a.key_valid && !a.key_valid[j]) {
+            s[j - j0] = -INFINITY;
+            continue;
+          }
+          const float* kr = K + j * hd;
+          float d = 0;
+#pragma omp simd reduction(+ : d)
+          for (int64_t e = 0; e < hd; ++e) d += q[e] * kr[e];
+          s[j - j0] = d * a.scale;
+          m = std::max(m, s[j - j0]);
+        }
+        if (m != -INFINITY)
+          for (int64_t j = j0; j < j1; ++j) {
+            if (s[j - j0] == -INFINITY) continue;
+            const float p = std::exp(s[j - j0] - m);
+            l += p;
+            const float* vr = V + j * hd;
+#pragma omp simd
+            for (int64_t e = 0; e < hd; ++e) acc[e] += p * vr[e];
+          }
+        pr[0] = m;
+        pr[1] = l;
+      }
+    }
+  for (int64_t h = 0; h < a.nh; ++h)
+    for (int64_t i = 0; i < a.Lq; ++i) {
+      const float* base = part.data() + (h * a.Lq + i) * nc * stride;
+      float M = -INFINITY;
+      for (int64_t c = 0; c < nc; ++c) M = std::max(M, base[c * stride]);
+      float* o = a.out + i * a.ldo + h * hd;
+      std::fill(o, o + hd, 0.0f);
+      if (M == -INFINITY) {  // no allowed key: uniform average over all T values (see kernels.h)
+        const float* V = a.v + (h / G) * a.kv_head_stride;
+        for (int64_t j = 0; j < a.T; ++j)
+          for (int64_t e = 0; e < hd; ++e) o[e] += V[j * hd + e];
+        for (int64_t e = 0; e < hd; ++e) o[e] /= float(a.T);
+        continue;
+      }
+      float L = 0.0f;
+      for (int64_t c = 0; c < nc; ++c) {
+        const float* pr = base + c * stride;
+        if (pr[0] == -INFINITY) continue;
+        const float w = std::exp(pr[0] - M);
+        L += pr[1] * w;
+        for (int64_t e = 0; e < hd; ++e) o[e] += w * pr[2 + e];
+      }
+      const float inv = 1.0f / L;
+      for (int64_t e = 0; e < hd; ++e) o[e] *= inv;
+    }
+}
+
 // Flash-style attention: for each (kv head, query tile) the K/V tile is shared by the G query
 // heads of the group; online softmax (running max m, denominator l, accumulator acc), no T x T
 // matrix.
 void attention(const AttentionArgs& a) {
+  if (a.Lq <= 4 && a.T >= 256) {
+    attention_split_keys(a);
+    return;
+  }
   const int64_t G = a.nh / a.nkv;
   const int64_t n_qt = (a.Lq + kQTile - 1) / kQTile;
   const int64_t hd = a.hd;
