@@ -4,6 +4,7 @@
 //   jamba::cpu::*  (kernels/cpu/)  fast (BLAS, OpenMP, vectorised); tested against ref.
 // Layout conventions: row-major; "[L, D] stride s" means element (t, d) is at p[t*s + d].
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -109,9 +110,7 @@ struct GemmBf16Args {
   bool accumulate = false;
 };
 
-// Elementwise helpers.
-// out[i] = silu(gate[i]) * up[i] for i < n.
-// softplus (torch: x > 20 -> x, else log1p(exp(x))) in place over n values.
+// Elementwise: silu_mul writes out[i] = silu(gate[i]) * up[i]; softplus works in place.
 
 namespace ref {
 void gemm(const GemmArgs& a);
@@ -137,14 +136,8 @@ void softplus(float* x, int64_t n);
 void gemm_bf16(const GemmBf16Args& a);
 }  // namespace cpu
 
-// Scalar helpers shared by both implementations.
-inline float softplus_scalar(float x);
-inline float silu_scalar(float x);
-
-}  // namespace jamba
-
-#include <cmath>
-namespace jamba {
+// Scalar helpers shared by both implementations (torch softplus: threshold 20).
 inline float softplus_scalar(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 inline float silu_scalar(float x) { return x / (1.0f + std::exp(-x)); }
+
 }  // namespace jamba
