@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/vec_math.h"
 #include "train/blocks_grad.h"
 
 namespace jamba {
@@ -81,7 +82,7 @@ void mamba_train_forward(const JambaConfig& cfg, const MambaP& w, int64_t B, int
         const float* Ct = Bt + N;
         float y = 0.0f;
         for (int64_t n = 0; n < N; ++n) {
-          h[size_t(n)] = std::exp(dtv * A[size_t(n)]) * h[size_t(n)] + dtv * Bt[n] * xv;
+          h[size_t(n)] = cpu::exp_fast(dtv * A[size_t(n)]) * h[size_t(n)] + dtv * Bt[n] * xv;
           y += h[size_t(n)] * Ct[n];
         }
         y += xv * w.D.w[d];
@@ -115,6 +116,7 @@ void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, in
   for (int64_t blk = 0; blk < nblk; ++blk) {
     float* dbc = dbc_part.data() + blk * M * 2 * N;
     std::vector<float> H(static_cast<size_t>(T * N)), gh(static_cast<size_t>(N));  // [T, N], [N]
+    std::vector<float> Ea(static_cast<size_t>(T * N));  // [T, N] exp(dt_t A), kept from the recompute
     std::vector<float> A(static_cast<size_t>(N));
     std::vector<double> dA(static_cast<size_t>(N));
     for (int64_t d = blk * kChannelBlock; d < std::min(Din, (blk + 1) * kChannelBlock); ++d) {
@@ -128,9 +130,12 @@ void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, in
           const int64_t row = b * T + t;
           const float dtv = c.dt[size_t(row * Din + d)], xv = c.xc[size_t(row * Din + d)];
           const float* Bt = c.sbc.data() + row * S + R;
+          const float* Hp = t > 0 ? H.data() + (t - 1) * N : nullptr;
+          float* Ht = H.data() + t * N;
+          float* Et = Ea.data() + t * N;
           for (int64_t n = 0; n < N; ++n) {
-            const float hp = t > 0 ? H[size_t((t - 1) * N + n)] : 0.0f;
-            H[size_t(t * N + n)] = std::exp(dtv * A[size_t(n)]) * hp + dtv * Bt[n] * xv;
+            Et[n] = cpu::exp_fast(dtv * A[size_t(n)]);
+            Ht[n] = Et[n] * (Hp ? Hp[n] : 0.0f) + dtv * Bt[n] * xv;
           }
         }
         std::fill(gh.begin(), gh.end(), 0.0f);  // d objective / d h_t through h_{t+1}
@@ -154,7 +159,7 @@ void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, in
           for (int64_t n = 0; n < N; ++n) {
             const float ghn = gh[size_t(n)] + dy * Ct[n];  // d objective / d h_t
             dCt[n] += dy * Ht[n];
-            const float a = std::exp(dtv * A[size_t(n)]);
+            const float a = Ea[size_t(t * N + n)];
             const float hp = t > 0 ? H[size_t((t - 1) * N + n)] : 0.0f;
             ddtv += ghn * (hp * a * A[size_t(n)] + Bt[n] * xv);
             dA[size_t(n)] += double(ghn) * hp * a * dtv;

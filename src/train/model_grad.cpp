@@ -242,30 +242,53 @@ LossValues forward_backward(const ParamStore& P, const TrainBatch& b, const Loss
   return r;
 }
 
-LossValues accumulate_gradients(const ParamStore& P, const TrainBatch& b, int64_t micro_rows,
-                                Grads& G) {
-  if (micro_rows <= 0 || micro_rows >= b.B) return forward_backward(P, b, {}, G);
+LossValues accumulate_shard_gradients(const ParamStore& P, const TrainBatch& b,
+                                      int64_t micro_rows, int64_t global_rows,
+                                      int64_t global_targets, Grads& G) {
   const JambaConfig& cfg = P.cfg;
-  const int64_t n_global = b.n_targets();
-  JAMBA_CHECK(n_global > 0, "[train] no target: every entry of labels[:, 1:] is -100");
+  JAMBA_CHECK(global_targets > 0, "[train] no target: every entry of labels[:, 1:] is -100");
+  JAMBA_CHECK(global_rows >= b.B && b.B > 0, "[train] shard of ", b.B, " rows in a global batch of ",
+              global_rows);
+  if (micro_rows <= 0) micro_rows = b.B;
   const double coef = aux_enabled(cfg) ? cfg.router_aux_loss_coef : 0.0;
   LossValues total;
   double aux = 0.0;
   for (int64_t b0 = 0; b0 < b.B; b0 += micro_rows) {
     const int64_t n = std::min(micro_rows, b.B - b0);
-    const double share = double(n) / double(b.B);
+    const double share = double(n) / double(global_rows);
     LossOptions o;
-    o.ce_denominator = double(n_global);
+    o.ce_denominator = double(global_targets);
     o.aux_weight = coef * share;
-    const LossValues r = forward_backward(P, b.rows(b0, n), o, G);
+    const LossValues r = micro_rows >= b.B ? forward_backward(P, b, o, G)
+                                           : forward_backward(P, b.rows(b0, n), o, G);
     total.ce_sum += r.ce_sum;
     total.n_targets += r.n_targets;
     total.aux_rows += r.aux_rows;
     aux += share * double(r.aux_loss);
   }
-  total.loss = float(total.ce_sum / double(n_global));
   total.aux_loss = float(aux);
-  total.total_loss = total.loss + float(coef) * total.aux_loss;
+  return total;
+}
+
+LossValues finish_shard_losses(const JambaConfig& cfg, double ce_sum, double aux_part,
+                               int64_t global_targets) {
+  const double coef = aux_enabled(cfg) ? cfg.router_aux_loss_coef : 0.0;
+  LossValues v;
+  v.ce_sum = ce_sum;
+  v.n_targets = global_targets;
+  v.loss = float(ce_sum / double(global_targets));
+  v.aux_loss = float(aux_part);
+  v.total_loss = v.loss + float(coef) * v.aux_loss;
+  return v;
+}
+
+LossValues accumulate_gradients(const ParamStore& P, const TrainBatch& b, int64_t micro_rows,
+                                Grads& G) {
+  if (micro_rows <= 0 || micro_rows >= b.B) return forward_backward(P, b, {}, G);
+  const int64_t n_global = b.n_targets();
+  const LossValues r = accumulate_shard_gradients(P, b, micro_rows, b.B, n_global, G);
+  LossValues total = finish_shard_losses(P.cfg, r.ce_sum, r.aux_loss, n_global);
+  total.aux_rows = r.aux_rows;
   return total;
 }
 

@@ -78,4 +78,20 @@ LossValues forward_backward(const ParamStore& P, const TrainBatch& b, const Loss
 LossValues accumulate_gradients(const ParamStore& P, const TrainBatch& b, int64_t micro_rows,
                                 Grads& G);
 
+// The same over one shard of a larger global batch (data parallelism: each process holds
+// `b`, rows of a global batch of `global_rows` sequences with `global_targets` targets). The CE
+// term of every micro-batch is divided by the global target count and each micro-batch's aux
+// loss is weighted by its share of the global rows, so summing the gradients of all shards gives
+// exactly accumulate_gradients over the global batch split into the same micro-batches.
+// Returned: ce_sum, n_targets and aux_rows of this shard; aux_loss is this shard's weighted part
+// (sum over its micro-batches of share * aux); loss / total_loss are not set (they need the
+// other shards: see finish_shard_losses).
+LossValues accumulate_shard_gradients(const ParamStore& P, const TrainBatch& b,
+                                      int64_t micro_rows, int64_t global_rows,
+                                      int64_t global_targets, Grads& G);
+// loss, aux_loss, total_loss of the global batch from the shards' summed ce_sum and weighted
+// aux parts.
+LossValues finish_shard_losses(const JambaConfig& cfg, double ce_sum, double aux_part,
+                               int64_t global_targets);
+
 }  // namespace jamba

@@ -79,6 +79,16 @@ void AdamW::step(ParamStore& p, const Grads& G, double lr) {
   }
 }
 
+void AdamW::restore(size_t i, std::vector<float> m, std::vector<float> v, int64_t steps) {
+  JAMBA_CHECK(i < t_.size(), "[adamw] state for parameter ", i, " of ", t_.size());
+  JAMBA_CHECK(m.size() == v.size(), "[adamw] exp_avg has ", m.size(), " values, exp_avg_sq ",
+              v.size());
+  JAMBA_CHECK(steps >= 0, "[adamw] negative step counter ", steps);
+  m_[i] = std::move(m);
+  v_[i] = std::move(v);
+  t_[i] = steps;
+}
+
 double LrSchedule::lr_at(double base, int64_t step) const {
   if (warmup > 0 && step < warmup) return base * double(step + 1) / double(warmup);
   if (kind == "constant") return base;

@@ -40,6 +40,12 @@ class AdamW {
   void step(ParamStore& p, const Grads& G) { step(p, G, opt_.lr); }
   const AdamWOptions& options() const { return opt_; }
   int64_t steps(size_t i) const { return t_[i]; }
+  // Optimizer state of parameter i, for checkpoints: first and second moments (empty while the
+  // parameter has never had a gradient) and its step counter. restore() checks sizes.
+  const std::vector<float>& exp_avg(size_t i) const { return m_[i]; }
+  const std::vector<float>& exp_avg_sq(size_t i) const { return v_[i]; }
+  void restore(size_t i, std::vector<float> m, std::vector<float> v, int64_t steps);
+  size_t size() const { return t_.size(); }
 
  private:
   AdamWOptions opt_;

@@ -1,0 +1,178 @@
+// `jamba train`: train a Jamba model on a text corpus (docs/TRAINING.md). Data parallel under
+// mpirun; Ctrl-C saves a checkpoint and exits; --resume continues bit-identically.
+#include <malloc.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "core/threads.h"
+#include "io/tokenizer.h"
+#include "model/presets.h"
+#include "train/comm.h"
+#include "train/trainer.h"
+
+namespace jamba::app {
+
+namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+
+extern "C" void on_stop_signal(int) {
+  g_stop = 1;
+  const char msg[] = "\n[interrupt: saving a checkpoint after this step; again to abort]\n";
+  ssize_t r = ::write(2, msg, sizeof msg - 1);
+  (void)r;
+  signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
+struct TrainCliOpts {
+  std::string config, init_from, tokenizer, out, export_dir, export_dtype = "bf16";
+  std::vector<std::string> corpus;
+  bool resume = false;
+  uint64_t init_seed = 0;
+  int threads = 0;
+  CorpusOptions corpus_opts;
+  TrainOptions train;
+};
+
+int default_threads() {
+  // Ranks sharing a machine split its cores.
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const int n = local ? std::atoi(local) : 1;
+  if (n <= 1) return 0;
+  const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  return int(std::max<long>(1, cores / n));
+}
+
+}  // namespace
+
+Runner add_train(CLI::App& app) {
+  auto o = std::make_shared<TrainCliOpts>();
+  TrainOptions& t = o->train;
+  app.add_option("--config", o->config,
+                 "model to train from scratch: config.json or a preset (r3b, moe1b, mini, tiny)");
+  app.add_option("--init-from", o->init_from, "start from this checkpoint's weights instead");
+  app.add_option("--corpus", o->corpus, "UTF-8 text file(s); each non-empty line is a document")
+      ->required();
+  app.add_option("--tokenizer", o->tokenizer,
+                 "SentencePiece tokenizer.model (default: the --init-from checkpoint's)");
+  app.add_option("--out", t.out_dir, "output directory (checkpoint-<step>/ subdirectories)")->required();
+  app.add_flag("--resume", o->resume, "continue from the latest checkpoint in --out");
+  app.add_option("--steps", t.steps, "optimizer steps in total")->default_val(1000)->check(CLI::PositiveNumber);
+  app.add_option("--batch", t.batch, "sequences per global batch")->default_val(8)->check(CLI::PositiveNumber);
+  app.add_option("--micro-batch", t.micro_batch, "sequences per forward/backward in a process (0 = all)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--seq-len", o->corpus_opts.seq_len, "tokens per sequence")->default_val(256);
+  app.add_option("--holdout", o->corpus_opts.holdout_fraction, "fraction of the corpus held out")
+      ->default_val(0.02);
+  app.add_option("--lr", t.adam.lr, "peak learning rate")->default_val(1e-3);
+  app.add_option("--beta1", t.adam.beta1, "AdamW beta1")->default_val(0.9);
+  app.add_option("--beta2", t.adam.beta2, "AdamW beta2")->default_val(0.95);
+  app.add_option("--eps", t.adam.eps, "AdamW eps")->default_val(1e-8);
+  app.add_option("--weight-decay", t.adam.weight_decay, "decoupled weight decay")->default_val(0.1);
+  app.add_flag("--exclude-from-decay", t.adam.exclude_norm_bias_embedding,
+               "no weight decay on RMSNorm weights, biases and the embedding");
+  app.add_option("--clip", t.clip, "max global gradient norm (<= 0: none)")->default_val(1.0);
+  app.add_option("--schedule", t.schedule.kind, "constant or cosine")
+      ->default_val("cosine")->check(CLI::IsMember({"constant", "cosine"}));
+  app.add_option("--warmup", t.schedule.warmup, "linear warmup steps")->check(CLI::NonNegativeNumber);
+  app.add_option("--min-lr-ratio", t.schedule.min_lr_ratio, "cosine: final lr / peak lr")->default_val(0.1);
+  app.add_option("--seed", t.seed, "data order seed");
+  app.add_option("--init-seed", o->init_seed, "weight initialisation seed (with --config)");
+  app.add_option("--log-every", t.log_every, "progress line every N steps")->default_val(10)->check(CLI::PositiveNumber);
+  app.add_option("--eval-every", t.eval_every, "held-out loss every N steps (0: at the end)")
+      ->default_val(100)->check(CLI::NonNegativeNumber);
+  app.add_option("--eval-windows", t.eval_windows, "held-out sequences per evaluation")
+      ->default_val(64)->check(CLI::PositiveNumber);
+  app.add_option("--save-every", t.save_every, "checkpoint every N steps (0: at the end)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--keep", t.keep, "checkpoints kept")->default_val(2)->check(CLI::PositiveNumber);
+  app.add_option("--export", o->export_dir, "also write the final model here (HF layout)");
+  app.add_option("--export-dtype", o->export_dtype, "dtype of --export: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_flag("--quiet", t.quiet, "no progress output");
+  app.add_option("--threads", o->threads, "threads per process (0 = all cores / local ranks)")
+      ->check(CLI::NonNegativeNumber);
+  return [o]() {
+    namespace fs = std::filesystem;
+    // Every step allocates and frees the same large activation buffers: keep them in the heap
+    // instead of mmap/munmap each time (page faults were ~20% of a step).
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    std::unique_ptr<Comm> comm = world_comm();
+    set_num_threads(o->threads > 0 ? o->threads : default_threads());
+    if (o->config.empty() == o->init_from.empty())
+      fail("[train] give exactly one of --config (from scratch) and --init-from (a checkpoint)");
+    std::string tok_path = o->tokenizer;
+    if (tok_path.empty()) {
+      if (o->init_from.empty()) fail("[train] --tokenizer is required with --config");
+      tok_path = (fs::path(o->init_from) / "tokenizer.model").string();
+      if (!fs::is_regular_file(tok_path))
+        fail("[train] ", o->init_from, " has no tokenizer.model: give --tokenizer");
+    }
+    if (!fs::is_regular_file(tok_path)) fail("[train] tokenizer file not found: ", tok_path);
+    o->train.tokenizer_path = tok_path;
+    const Tokenizer tok = Tokenizer::load(tok_path);
+    ParamStore P;
+    if (!o->init_from.empty()) {
+      P = ParamStore::load(o->init_from);
+    } else {
+      const JambaConfig cfg = is_preset(o->config) ? preset_config(o->config)
+                                                   : JambaConfig::from_file(o->config);
+      P = ParamStore::random(cfg, o->init_seed, cfg.initializer_range);
+    }
+    if (P.cfg.vocab_size < tok.vocab_size())
+      fail("[train] the model's vocab_size ", P.cfg.vocab_size, " is smaller than the tokenizer's ",
+           tok.vocab_size());
+    const bool root = comm->is_root();
+    const bool quiet = o->train.quiet;
+    auto t0 = std::chrono::steady_clock::now();
+    const TokenDataset data =
+        TokenDataset::from_text(o->corpus, tok, o->corpus_opts, P.cfg.vocab_size);
+    if (root && !quiet) {
+      int64_t n_params = 0;
+      for (size_t i = 0; i < P.size(); ++i) n_params += P.numel(i);
+      std::fprintf(stderr,
+                   "corpus: %lld tokens (%lld training + %lld held-out windows of %lld) in %.1f s\n"
+                   "model: %.2fM parameters, %zu layers; %s, %d threads each\n",
+                   static_cast<long long>(data.total_tokens()),
+                   static_cast<long long>(data.train_windows()),
+                   static_cast<long long>(data.heldout_windows()),
+                   static_cast<long long>(data.seq_len()),
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                   double(n_params) / 1e6, P.cfg.layers.size(), comm->describe().c_str(),
+                   num_threads());
+    }
+    o->train.schedule.total_steps = o->train.steps;
+    Trainer trainer(std::move(P), data, o->train, *comm);
+    if (o->resume) trainer.resume(o->train.out_dir);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    const TrainResult r = trainer.run(&g_stop);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (root && !o->export_dir.empty() && !r.interrupted) {
+      write_hf_model(o->export_dir, trainer.params(),
+                     o->export_dtype == "f32" ? DType::F32 : DType::BF16, tok_path);
+      if (!quiet) std::fprintf(stderr, "exported %s (%s)\n", o->export_dir.c_str(), o->export_dtype.c_str());
+    }
+    if (root)
+      std::printf("steps %lld  held-out loss %.4f  perplexity %.2f  %.0f tokens/s  %.1f s  %s\n",
+                  static_cast<long long>(r.step), r.last_eval, std::exp(double(r.last_eval)),
+                  r.tokens_per_s, r.seconds, r.checkpoint.c_str());
+    return r.interrupted ? 130 : 0;
+  };
+}
+
+}  // namespace jamba::app
