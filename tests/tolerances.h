@@ -84,3 +84,45 @@ namespace jamba::tol {
 constexpr double kAdamWFormula = 2e-6;
 
 }  // namespace jamba::tol
+
+namespace jamba::tol {
+
+// Quantized weights (tests/test_quant_model.cpp) vs the same golden checkpoint in float32. The
+// golden models are random inits (Gaussian weights, logits O(10) with small top-2 margins), the
+// hardest case for quantization: relative weight noise is ~0.6% rms for int8 per-row (step
+// max|w|/127 ~ 0.02 sigma) and ~7% for q4 (step ~ 0.25 sigma per group of 32), about 12x apart,
+// and the logit errors measured keep that ratio (dense-tiny int8 0.20, q4 2.76). Top-k routing
+// turns small input changes into discrete expert swaps, so max errors are heavy-tailed.
+// Measured over the six cases (1352 positions): int8 max 2.28 (gqa-moe, a routing flip), top-1
+// 97.0%; int8-experts max 1.0, top-1 99.7%; q4 max 8.9, top-1 63.9%. Bounds: ~1.7x the max
+// error, a few points under the agreement. The exact check of the quantized code path is
+// kQuantVsDequantized; these bound the format's noise (a coarser format, a lost scale or a
+// dropped group fails them).
+constexpr float kInt8Logits = 4.0f;
+constexpr double kInt8Top1 = 0.93;
+constexpr float kQ4Logits = 15.0f;
+constexpr double kQ4Top1 = 0.55;
+// Quantized model vs a float32 checkpoint holding its dequantized weights: the same values
+// through different kernels, float32 summation order only (plus one rounding of s*(q-8) done as
+// an FMA). Measured 1.06e-5 .. 1.72e-5 (gqa-moe, jamba-layout; the golden README's float32 noise
+// floor is up to 2.2e-5); a layout or scale mistake gives >= 1e-1.
+constexpr float kQuantVsDequantized = 1e-4f;
+
+}  // namespace jamba::tol
+
+namespace jamba::tol {
+
+// `jamba train` (tests/test_trainer.cpp). The training forward (src/train) and the inference
+// forward (src/model) are separate float32 code paths with different summation orders; the
+// mean cross-entropy of 31 targets, computed in double from either, differs by float32 rounding
+// of the logits (~1e-6 relative on O(6) losses). 1e-5 abs; a wrong weight name or transposed
+// tensor after a save/load gives O(0.1 .. 1).
+constexpr double kTrainVsInference = 1e-5;
+// mpirun -np 2 vs one process with the same global batch in the same two micro-batches: the
+// gradients are the same sums in another order (all-reduce of two shard sums vs accumulation
+// into one buffer), so the weights differ by float32 rounding after the first update and AdamW's
+// normalisation can amplify that where v is tiny. Relative to max(1, |value|). A missing
+// all-reduce or a wrong CE denominator gives >= 1e-2.
+constexpr double kMpiVsOneProcess = 1e-4;
+
+}  // namespace jamba::tol

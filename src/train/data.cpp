@@ -63,7 +63,8 @@ TokenDataset TokenDataset::from_text(const std::vector<std::string>& paths, cons
   if (d.n_train_ < 1 || d.n_heldout_ < 1)
     fail("[train] corpus too short: ", n, " tokens give ", d.n_train_, " training and ",
          d.n_heldout_, " held-out windows of ", d.T_, " tokens (need at least one of each)");
-  uint64_t h = 0xcbf29ce484222325ull ^ uint64_t(d.T_);
+  // The order of the windows depends on the stream, T and the training/held-out split.
+  uint64_t h = 0xcbf29ce484222325ull ^ uint64_t(d.T_) ^ (uint64_t(d.n_train_) << 32);
   for (int32_t t : d.tokens_) h = (h ^ uint64_t(uint32_t(t))) * 0x100000001b3ull;
   d.fingerprint_ = h;
   return d;

@@ -30,7 +30,7 @@ class TokenDataset {
   int64_t total_tokens() const { return int64_t(tokens_.size()); }
   int64_t train_windows() const { return n_train_; }
   int64_t heldout_windows() const { return n_heldout_; }
-  uint64_t fingerprint() const { return fingerprint_; }  // hash of the token stream and T
+  uint64_t fingerprint() const { return fingerprint_; }  // hash of the stream, T and the split
 
   // Rows [row0, row0 + n) of the training batch made of samples [first, first + rows) in
   // the seeded order (sample s is window perm_{s / W}[s % W] of epoch s / W).

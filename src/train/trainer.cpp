@@ -111,6 +111,19 @@ void write_tokenizer_files(const fs::path& dir, const std::string& tokenizer_pat
   write_file_atomic((dir / "special_tokens_map.json").string(), special.dump(2) + "\n");
 }
 
+// Removes a checkpoint directory so that a kill at any moment leaves it either complete under
+// its name or gone: renamed out of the checkpoint-<n> namespace first, deleted afterwards.
+void discard_dir(const fs::path& out, const fs::path& dir) {
+  const fs::path trash = out / (".trash-" + dir.filename().string() + "-" + std::to_string(::getpid()));
+  fs::remove_all(trash);
+  fs::rename(dir, trash);
+  fs::remove_all(trash);
+}
+
+bool is_leftover(const std::string& name) {
+  return name.rfind(".tmp-checkpoint-", 0) == 0 || name.rfind(".trash-checkpoint-", 0) == 0;
+}
+
 json step_json(const StepRecord& r) {
   return {{"step", r.step}, {"loss", r.loss},           {"ce_loss", r.ce},
           {"aux_loss", r.aux}, {"grad_norm", r.grad_norm}, {"learning_rate", r.lr},
@@ -346,11 +359,8 @@ std::string Trainer::save_checkpoint() {
     fsync_dir(tmp);
     // The rename publishes the complete directory; a crash before it leaves only a .tmp- dir.
     if (fs::exists(final_dir)) {
-      const fs::path old = out / (".old-" + name + "-" + std::to_string(::getpid()));
-      fs::remove_all(old);
-      fs::rename(final_dir, old);
+      discard_dir(out, final_dir);
       fs::rename(tmp, final_dir);
-      fs::remove_all(old);
     } else {
       fs::rename(tmp, final_dir);
     }
@@ -363,7 +373,7 @@ std::string Trainer::save_checkpoint() {
     }
     std::sort(all.begin(), all.end());
     for (size_t i = 0; i + size_t(std::max<int64_t>(1, o_.keep)) < all.size(); ++i)
-      if (all[i].second != final_dir) fs::remove_all(all[i].second);
+      if (all[i].second != final_dir) discard_dir(out, all[i].second);
     write_file_atomic((out / "loss.svg").string(), loss_curve_svg(hist_, evals_, "jamba train: " + o_.out_dir));
   }
   comm_.barrier();
@@ -377,7 +387,7 @@ TrainResult Trainer::run(const volatile std::sig_atomic_t* stop) {
     std::error_code ec;
     if (fs::is_directory(o_.out_dir, ec))
       for (const auto& e : fs::directory_iterator(o_.out_dir, ec))
-        if (e.path().filename().string().rfind(".tmp-checkpoint-", 0) == 0) fs::remove_all(e.path(), ec);
+        if (is_leftover(e.path().filename().string())) fs::remove_all(e.path(), ec);
   }
   Grads G(P_);
   const auto t_start = Clock::now();
