@@ -137,7 +137,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--model,-m", o->model, "checkpoint directory (default: a random --preset model)");
   app.add_option("--preset", o->preset, "random model shape when no --model: r3b, moe1b, mini, tiny");
   app.add_option("--cache-dir", o->cache_dir, "where preset checkpoints are written (default: temp dir)");
-  app.add_option("--dtype", o->dtypes, "weight types in memory: auto, f32, bf16 (list)")->delimiter(',');
+  app.add_option("--dtype", o->dtypes, std::string(kDtypeHelp) + " (list)")->delimiter(',');
   app.add_option("--threads,-t", o->threads, "thread counts (list; 0 = all cores)")->delimiter(',');
   app.add_option("--pp,-p", o->pp, "prompt lengths (list; 0 = skip)")->delimiter(',');
   app.add_option("--tg,-n", o->tg, "generated tokens (list; 0 = skip)")->delimiter(',');
@@ -176,7 +176,7 @@ Runner add_bench(CLI::App& app) {
       double bytes_tok = double(w.matrix_bytes()) - (tied ? 0.0 : double(w.embed.bytes())) -
                          double(expert_bytes) * (1.0 - double(c.num_experts_per_tok) / double(c.num_experts));
       if (c.n_moe_layers() == 0) bytes_tok = double(w.matrix_bytes()) - (tied ? 0.0 : double(w.embed.bytes()));
-      const std::string wname = w.matrices_bf16 ? "bf16" : "f32";
+      const std::string wname = weight_type_name(w.type);
       for (int th : o->threads) {
         set_num_threads(th);
         const int nth = num_threads();

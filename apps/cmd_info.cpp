@@ -22,9 +22,11 @@ std::string human(double bytes) {
 
 Runner add_info(CLI::App& app) {
   auto dir = std::make_shared<std::string>();
+  auto dtype = std::make_shared<std::string>("auto");
   app.add_option("--model", *dir, "checkpoint directory")->required();
-  return [dir]() {
-    Model model = Model::load(*dir);
+  app.add_option("--dtype", *dtype, kDtypeHelp);
+  return [dir, dtype]() {
+    Model model = Model::load(*dir, {.weights = weight_type_from_name(*dtype)});
     const JambaConfig& c = model.config();
     const ModelStats s = model_stats(c);
     std::printf("model: %s\n", dir->c_str());
@@ -51,6 +53,9 @@ Runner add_info(CLI::App& app) {
     std::printf("weights in file: %s; as float32 in memory: %s\n",
                 human(double(model.weights().file_bytes)).c_str(),
                 human(double(s.params_total) * 4).c_str());
+    std::printf("matrices in memory (%s%s): %s\n", weight_type_name(model.weights().type),
+                model.weights().prequantized ? ", as stored" : "",
+                human(double(model.weights().matrix_bytes())).c_str());
     std::printf("KV cache per token (f32): %s; recurrent state per sequence (f32): %s\n",
                 human(double(s.kv_bytes_per_token)).c_str(),
                 human(double(s.state_bytes_per_seq)).c_str());

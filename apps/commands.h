@@ -8,6 +8,11 @@ namespace jamba::app {
 
 using Runner = std::function<int()>;
 
+// --dtype of every command that loads a model (WeightType, model/model.h, docs/QUANT.md).
+inline constexpr const char* kDtypeHelp =
+    "weights in memory: auto (as stored), f32, bf16, int8 (linear layers int8, per-row scales), "
+    "int8-experts (MoE experts only), q4 (4-bit, groups of 32)";
+
 Runner add_forward(CLI::App& app);
 Runner add_info(CLI::App& app);
 Runner add_init(CLI::App& app);
@@ -17,5 +22,6 @@ Runner add_demo(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_grad(CLI::App& app);
+Runner add_quantize(CLI::App& app);
 
 }  // namespace jamba::app

@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   reg("tokenize", "show the token ids and pieces of a text", jamba::app::add_tokenize);
   reg("init", "write a randomly initialised checkpoint (HF layout)", jamba::app::add_init);
   reg("grad", "losses, gradients and AdamW steps on a batch (training check)", jamba::app::add_grad);
+  reg("quantize", "write an int8 / int8-experts / q4 quantized copy of a checkpoint",
+      jamba::app::add_quantize);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -110,6 +110,37 @@ struct GemmBf16Args {
   bool accumulate = false;
 };
 
+// C[M,N] (ldc) = A[M,K] (lda, f32) @ dequant(W)[N,K]^T (+ bias) (+ C if accumulate), with W in
+// one of the quantized formats of kernels/quant.h; activations, products and sums stay f32.
+// int8: W [N, K] int8, row stride ldw bytes; scale [N] (one per output row).
+struct GemmQ8Args {
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const int8_t* W;
+  int64_t ldw;
+  const float* scale;
+  float* C;
+  int64_t ldc;
+  const float* bias = nullptr;
+  bool accumulate = false;
+};
+// q4: W [N, q4_row_bytes(K)] packed groups, row stride ldw bytes; scale [N, q4_groups(K)] with
+// row stride lds.
+struct GemmQ4Args {
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const uint8_t* W;
+  int64_t ldw;
+  const float* scale;
+  int64_t lds;
+  float* C;
+  int64_t ldc;
+  const float* bias = nullptr;
+  bool accumulate = false;
+};
+
 // Elementwise: silu_mul writes out[i] = silu(gate[i]) * up[i]; softplus works in place.
 
 namespace ref {
@@ -121,6 +152,8 @@ void selective_scan(const ScanArgs& a);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void softplus(float* x, int64_t n);
 void gemm_bf16(const GemmBf16Args& a);
+void gemm_q8(const GemmQ8Args& a);
+void gemm_q4(const GemmQ4Args& a);
 }  // namespace ref
 
 namespace cpu {
@@ -134,6 +167,11 @@ void softplus(float* x, int64_t n);
 // M <= 32: register-blocked AVX-512 kernel, 8 rows per pass over the bf16 weights (decode is
 // memory-bound); larger M: bf16 panels widened to f32 per thread, then sgemm on the panel.
 void gemm_bf16(const GemmBf16Args& a);
+// Quantized weights, the same two regimes: M <= 32 streams the quantized rows (int8 / nibbles
+// widened to f32 in registers, 8 activation rows per pass); larger M dequantizes panels of
+// weight rows to f32 per thread and runs sgemm on them.
+void gemm_q8(const GemmQ8Args& a);
+void gemm_q4(const GemmQ4Args& a);
 }  // namespace cpu
 
 // Scalar helpers shared by both implementations (torch softplus: threshold 20).

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "model/blocks.h"
 
 namespace jamba {
@@ -15,7 +16,15 @@ void linear_forward(const Linear& l, const float* x, int64_t M, float* y, int64_
                     int64_t ldx) {
   if (ldy < 0) ldy = l.out;
   if (ldx < 0) ldx = l.in;
-  if (l.w16)
+  if (l.quant == QuantKind::Int8)
+    kx::gemm_q8({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx,
+                 .W = reinterpret_cast<const int8_t*>(l.wq), .ldw = l.in, .scale = l.scale,
+                 .C = y, .ldc = ldy, .bias = l.b});
+  else if (l.quant == QuantKind::Q4)
+    kx::gemm_q4({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx, .W = l.wq,
+                 .ldw = q4_row_bytes(l.in), .scale = l.scale, .lds = q4_groups(l.in), .C = y,
+                 .ldc = ldy, .bias = l.b});
+  else if (l.w16)
     kx::gemm_bf16({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx, .W = l.w16, .ldw = l.in,
                    .C = y, .ldc = ldy, .bias = l.b});
   else

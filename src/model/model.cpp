@@ -15,7 +15,10 @@ WeightType weight_type_from_name(const std::string& name) {
   if (name == "auto") return WeightType::Auto;
   if (name == "f32") return WeightType::F32;
   if (name == "bf16") return WeightType::BF16;
-  fail("unknown weight type '", name, "' (expected auto, f32 or bf16)");
+  if (name == "int8") return WeightType::Int8;
+  if (name == "int8-experts") return WeightType::Int8Experts;
+  if (name == "q4") return WeightType::Q4;
+  fail("unknown weight type '", name, "' (expected auto, f32, bf16, int8, int8-experts or q4)");
 }
 
 const char* weight_type_name(WeightType t) {
@@ -23,6 +26,9 @@ const char* weight_type_name(WeightType t) {
     case WeightType::Auto: return "auto";
     case WeightType::F32: return "f32";
     case WeightType::BF16: return "bf16";
+    case WeightType::Int8: return "int8";
+    case WeightType::Int8Experts: return "int8-experts";
+    case WeightType::Q4: return "q4";
   }
   return "?";
 }

@@ -1,10 +1,14 @@
 #include "model/weights.h"
 
 #include <cmath>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "core/error.h"
+#include "kernels/quant.h"
 #include "model/model.h"
 
 namespace jamba {
@@ -15,6 +19,24 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
   for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
     s.replace(p, from.size(), to);
 }
+
+// What a matrix is, which decides how it is held (model.h, WeightType).
+enum class Role {
+  Matrix,     // a linear layer of a block
+  Expert,     // a linear layer of an MoE expert
+  KeepF32,    // dt_proj, router: always f32
+  Embedding,  // embedding / LM head: as loaded (Auto)
+};
+
+QuantKind quant_for(Role r, WeightType t) {
+  if (r == Role::Expert && (t == WeightType::Int8 || t == WeightType::Int8Experts))
+    return QuantKind::Int8;
+  if (r == Role::Matrix && t == WeightType::Int8) return QuantKind::Int8;
+  if ((r == Role::Expert || r == Role::Matrix) && t == WeightType::Q4) return QuantKind::Q4;
+  return QuantKind::None;
+}
+
+const char* quant_name(QuantKind q) { return q == QuantKind::Int8 ? "int8" : "q4"; }
 
 // Resolves canonical names to tensors, checks dtype/shape, records what was consumed.
 class Loader {
@@ -63,14 +85,24 @@ class Loader {
     return w_.owned.back()->data();
   }
 
-  // A big matrix in the requested in-memory type: bf16 tensors are used in place when bf16 is
-  // wanted; anything else is converted once.
-  void fill_matrix(const TensorInfo& t, const uint8_t* data, int64_t rows, int64_t cols,
+  // A big matrix in the requested in-memory type: quantized if its role asks for it, else bf16
+  // tensors are used in place when bf16 is wanted; anything else is converted once.
+  void fill_matrix(const TensorInfo& t, const uint8_t* data, int64_t rows, int64_t cols, Role role,
                    Linear* l) {
     l->out = rows;
     l->in = cols;
     const size_t n = size_t(rows * cols);
-    if (!bf16_) {
+    const QuantKind q = quant_for(role, type_);
+    if (q != QuantKind::None) {
+      if (stored_ != WeightType::Auto)
+        fail(t.file, ": tensor '", t.name, "': expected a ", quant_name(q),
+             " quantized weight (the checkpoint's quantization_config says ",
+             weight_type_name(stored_), "), got ", dtype_name(t.dtype), shape_str(t.shape));
+      quantize(t, data, rows, cols, q, l);
+      return;
+    }
+    const bool bf16 = bf16_ && role != Role::KeepF32;
+    if (!bf16) {
       if (data == t.data) {
         l->w = to_f32(t);
       } else {
@@ -90,8 +122,76 @@ class Loader {
     for (size_t i = 0; i < n; ++i) (*w_.owned16.back())[i] = f32_to_bf16(f[i]);
     l->w16 = w_.owned16.back()->data();
   }
-  void set_bf16(bool b) { bf16_ = want_bf16_ = b; }
-  void set_bf16_scoped(bool on) { bf16_ = on && want_bf16_; }
+
+  // Quantizes rows of any float dtype with the row quantizers of kernels/quant.h.
+  void quantize(const TensorInfo& t, const uint8_t* data, int64_t rows, int64_t cols, QuantKind q,
+                Linear* l) {
+    const bool i8 = q == QuantKind::Int8;
+    const int64_t rb = i8 ? cols : q4_row_bytes(cols), ns = i8 ? 1 : q4_groups(cols);
+    const size_t es = dtype_size(t.dtype);
+    w_.owned8.push_back(std::make_unique<std::vector<uint8_t>>(size_t(rows * rb)));
+    w_.owned.push_back(std::make_unique<std::vector<float>>(size_t(rows * ns)));
+    uint8_t* qd = w_.owned8.back()->data();
+    float* sd = w_.owned.back()->data();
+#pragma omp parallel if (rows * cols > 65536)
+    {
+      std::vector<float> row(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        convert_to_f32(t.dtype, data + size_t(r * cols) * es, row.data(), size_t(cols));
+        if (i8)
+          quantize_row_int8(row.data(), cols, reinterpret_cast<int8_t*>(qd + r * rb), sd + r);
+        else
+          quantize_row_q4(row.data(), cols, qd + r * rb, sd + r * ns);
+      }
+    }
+    l->quant = q;
+    l->wq = qd;
+    l->scale = sd;
+  }
+
+  // A matrix stored quantized (docs/QUANT.md): `name` I8 [rows, cols] or U8 [rows,
+  // q4_row_bytes(cols)], and `name`.scale F32 [rows] or [rows, q4_groups(cols)].
+  void read_quantized(const std::string& name, int64_t rows, int64_t cols, QuantKind q,
+                      Linear* l) {
+    const bool i8 = q == QuantKind::Int8;
+    const TensorInfo& t = raw(name, i8 ? DType::I8 : DType::U8,
+                              {rows, i8 ? cols : q4_row_bytes(cols)}, quant_name(q));
+    const TensorInfo& s = raw(name + ".scale", DType::F32,
+                              i8 ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, q4_groups(cols)},
+                              quant_name(q));
+    l->out = rows;
+    l->in = cols;
+    l->quant = q;
+    l->wq = t.data;
+    l->scale = to_f32(s);
+  }
+
+  // A tensor of one exact dtype and shape (quantized checkpoints).
+  const TensorInfo& raw(const std::string& name, DType dt, const std::vector<int64_t>& shape,
+                        const char* what) {
+    auto it = by_canon_.find(name);
+    if (it == by_canon_.end())
+      fail(w_.checkpoint.dir(), ": missing tensor '", name, "' (expected ", dtype_name(dt), " ",
+           shape_str(shape), " of the ", what, " quantized checkpoint)");
+    const TensorInfo& t = *it->second;
+    if (t.dtype != dt)
+      fail(t.file, ": tensor '", t.name, "': expected dtype ", dtype_name(dt), " (", what,
+           " quantized checkpoint), got ", dtype_name(t.dtype));
+    if (t.shape != shape)
+      fail(t.file, ": tensor '", t.name, "': expected shape ", shape_str(shape), " (", what,
+           " quantized checkpoint), got ", shape_str(t.shape));
+    used_.insert(name);
+    return t;
+  }
+
+  void set_types(bool bf16, WeightType type, WeightType stored) {
+    bf16_ = bf16;
+    type_ = type;
+    stored_ = stored;
+  }
+  // How the checkpoint stores a matrix of this role (None = a float tensor).
+  QuantKind stored_quant(Role role) const { return quant_for(role, stored_); }
 
   void finish() {
     for (const auto& [c, t] : by_canon_)
@@ -105,30 +205,31 @@ class Loader {
   Weights& w_;
   std::map<std::string, const TensorInfo*> by_canon_;
   std::set<std::string> used_;
-  bool bf16_ = false, want_bf16_ = false;
+  bool bf16_ = false;
+  WeightType type_ = WeightType::F32, stored_ = WeightType::Auto;
 };
 
-Linear linear(Loader& L, const std::string& prefix, int64_t out, int64_t in, bool bias) {
+// Small matrices whose f32 values matter (router decisions, dt) have Role::KeepF32.
+Linear linear(Loader& L, const std::string& prefix, int64_t out, int64_t in, bool bias,
+              Role role = Role::Matrix) {
   Linear l;
   l.out = out;
   l.in = in;
-  const TensorInfo& t = L.info(prefix + ".weight", {out, in});
-  L.fill_matrix(t, t.data, out, in, &l);
+  const QuantKind stored = L.stored_quant(role);
+  if (stored != QuantKind::None) {
+    L.read_quantized(prefix + ".weight", out, in, stored, &l);
+  } else {
+    const TensorInfo& t = L.info(prefix + ".weight", {out, in});
+    L.fill_matrix(t, t.data, out, in, role, &l);
+  }
   if (bias) l.b = L.get(prefix + ".bias", {out});
   return l;
 }
 
-// Small matrices whose f32 values matter (router decisions, dt) stay f32.
-Linear linear_f32(Loader& L, const std::string& prefix, int64_t out, int64_t in, bool bias) {
-  L.set_bf16_scoped(false);
-  Linear l = linear(L, prefix, out, in, bias);
-  L.set_bf16_scoped(true);
-  return l;
-}
-
-MlpWeights mlp(Loader& L, const std::string& p, int64_t D, int64_t I) {
-  return {linear(L, p + ".gate_proj", I, D, false), linear(L, p + ".up_proj", I, D, false),
-          linear(L, p + ".down_proj", D, I, false)};
+MlpWeights mlp(Loader& L, const std::string& p, int64_t D, int64_t I, Role role) {
+  return {linear(L, p + ".gate_proj", I, D, false, role),
+          linear(L, p + ".up_proj", I, D, false, role),
+          linear(L, p + ".down_proj", D, I, false, role)};
 }
 
 }  // namespace
@@ -156,6 +257,92 @@ std::string canonical_tensor_name(const std::string& name, const JambaConfig& cf
   return s;
 }
 
+size_t Linear::bytes() const {
+  switch (quant) {
+    case QuantKind::Int8: return size_t(out * in) + size_t(out) * 4;
+    case QuantKind::Q4: return size_t(out * q4_row_bytes(in)) + size_t(out * q4_groups(in)) * 4;
+    case QuantKind::None: break;
+  }
+  return size_t(out * in) * (w16 ? 2 : 4);
+}
+
+void for_each_matrix(const Weights& w, const JambaConfig& cfg,
+                     const std::function<void(const std::string&, const Linear&)>& fn) {
+  fn("model.embed_tokens.weight", w.embed);
+  if (!cfg.tie_word_embeddings) fn("lm_head.weight", w.lm_head);
+  auto mlp_each = [&](const std::string& p, const MlpWeights& m) {
+    fn(p + ".gate_proj.weight", m.gate);
+    fn(p + ".up_proj.weight", m.up);
+    fn(p + ".down_proj.weight", m.down);
+  };
+  for (size_t il = 0; il < w.layers.size(); ++il) {
+    const std::string p = "model.layers." + std::to_string(il);
+    const LayerWeights& l = w.layers[il];
+    if (cfg.layers[il].mixer == MixerKind::Mamba) {
+      fn(p + ".mamba.in_proj.weight", l.mamba.in_proj);
+      fn(p + ".mamba.x_proj.weight", l.mamba.x_proj);
+      fn(p + ".mamba.dt_proj.weight", l.mamba.dt_proj);
+      fn(p + ".mamba.out_proj.weight", l.mamba.out_proj);
+    } else {
+      fn(p + ".self_attn.q_proj.weight", l.attn.q);
+      fn(p + ".self_attn.k_proj.weight", l.attn.k);
+      fn(p + ".self_attn.v_proj.weight", l.attn.v);
+      fn(p + ".self_attn.o_proj.weight", l.attn.o);
+    }
+    const std::string f = p + ".feed_forward";
+    if (cfg.layers[il].ffn == FfnKind::Dense) {
+      mlp_each(f, l.mlp);
+    } else {
+      fn(f + ".router.weight", l.moe.router);
+      for (size_t e = 0; e < l.moe.experts.size(); ++e)
+        mlp_each(f + ".experts." + std::to_string(e), l.moe.experts[e]);
+    }
+  }
+}
+
+namespace {
+constexpr const char* kQuantMethod = "jamba.cpp";
+constexpr int kQuantFormatVersion = 1;
+}  // namespace
+
+WeightType stored_weight_type(const std::string& config_path) {
+  std::ifstream in(config_path);
+  if (!in) return WeightType::Auto;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("quantization_config") || j["quantization_config"].is_null())
+    return WeightType::Auto;
+  const nlohmann::json& q = j["quantization_config"];
+  const std::string src = config_path + ": quantization_config";
+  if (!q.is_object()) fail(src, " must be an object, got ", q.dump());
+  const std::string method = q.value("quant_method", "");
+  if (method != kQuantMethod)
+    fail(src, ": quant_method '", method, "' is not supported (expected '", kQuantMethod,
+         "', written by `jamba quantize`)");
+  if (q.value("format_version", 0) != kQuantFormatVersion)
+    fail(src, ": format_version ", q.value("format_version", nlohmann::json()).dump(),
+         " is not supported (expected ", kQuantFormatVersion, ")");
+  const std::string wt = q.value("weight_type", "");
+  if (wt != "int8" && wt != "int8-experts" && wt != "q4")
+    fail(src, ": weight_type '", wt, "' (expected int8, int8-experts or q4)");
+  if (wt == "q4" && q.value("group_size", int64_t(0)) != kQ4Group)
+    fail(src, ": group_size ", q.value("group_size", nlohmann::json()).dump(), " (expected ",
+         kQ4Group, ")");
+  if (q.value("scale_dtype", "") != "F32")
+    fail(src, ": scale_dtype '", q.value("scale_dtype", ""), "' (expected F32)");
+  return weight_type_from_name(wt);
+}
+
+std::string quantization_config_json(WeightType t) {
+  nlohmann::json q = {{"quant_method", kQuantMethod},
+                      {"format_version", kQuantFormatVersion},
+                      {"weight_type", weight_type_name(t)},
+                      {"scale_dtype", "F32"}};
+  if (t == WeightType::Q4) q["group_size"] = kQ4Group;
+  return q.dump();
+}
+
 size_t Weights::matrix_bytes() const {
   size_t b = embed.bytes() + (lm_head.w == embed.w && lm_head.w16 == embed.w16 ? 0 : lm_head.bytes());
   auto mlp_bytes = [](const MlpWeights& m) { return m.gate.bytes() + m.up.bytes() + m.down.bytes(); };
@@ -171,27 +358,37 @@ size_t Weights::matrix_bytes() const {
 
 Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType type) {
   Weights w;
+  const WeightType stored = stored_weight_type(dir + "/config.json");
   w.checkpoint = Checkpoint::open(dir);
   Loader L(cfg, w);
-  if (type == WeightType::Auto) {
-    const TensorInfo* e = w.checkpoint.find("model.embed_tokens.weight");
-    type = e && e->dtype == DType::BF16 ? WeightType::BF16 : WeightType::F32;
+  if (stored != WeightType::Auto) {
+    if (type != WeightType::Auto && type != stored)
+      fail(dir, ": the checkpoint is quantized (config.json quantization_config: ",
+           weight_type_name(stored), "); the weight type must be auto or ",
+           weight_type_name(stored), ", got ", weight_type_name(type));
+    type = stored;
+    w.prequantized = true;
   }
-  w.matrices_bf16 = type == WeightType::BF16;
-  L.set_bf16(w.matrices_bf16);
+  // Matrices that stay unquantized follow Auto unless f32 / bf16 was asked for.
+  const TensorInfo* e = w.checkpoint.find("model.embed_tokens.weight");
+  const bool auto_bf16 = e && e->dtype == DType::BF16;
+  if (type == WeightType::Auto) type = auto_bf16 ? WeightType::BF16 : WeightType::F32;
+  w.type = type;
+  w.matrices_bf16 = type == WeightType::BF16 || (type != WeightType::F32 && auto_bf16);
+  L.set_types(w.matrices_bf16, type, stored);
   const int64_t D = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
   const int64_t Din = cfg.d_inner(), N = cfg.mamba_d_state, R = cfg.mamba_dt_rank,
                 K = cfg.mamba_d_conv;
   const int64_t nh = cfg.num_attention_heads, nkv = cfg.num_key_value_heads, hd = cfg.head_dim();
   const int64_t E = cfg.num_experts;
 
-  w.embed = linear(L, "model.embed_tokens", V, D, false);
+  w.embed = linear(L, "model.embed_tokens", V, D, false, Role::Embedding);
   w.final_norm = L.get("model.final_layernorm.weight", {D});
   if (cfg.tie_word_embeddings) {
     w.lm_head = w.embed;
     if (L.has("lm_head.weight")) L.info("lm_head.weight", {V, D});  // present but ignored (HF)
   } else {
-    w.lm_head = linear(L, "lm_head", V, D, false);
+    w.lm_head = linear(L, "lm_head", V, D, false, Role::Embedding);
   }
 
   for (int64_t il = 0; il < cfg.num_hidden_layers; ++il) {
@@ -213,7 +410,7 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
         mw.conv_w = L.get(m + ".conv1d.weight", {Din, 1, K});
       if (cfg.mamba_conv_bias) mw.conv_b = L.get(m + ".conv1d.bias", {Din});
       mw.x_proj = linear(L, m + ".x_proj", R + 2 * N, Din, false);
-      mw.dt_proj = linear_f32(L, m + ".dt_proj", Din, R, true);
+      mw.dt_proj = linear(L, m + ".dt_proj", Din, R, true, Role::KeepF32);
       mw.out_proj = linear(L, m + ".out_proj", D, Din, cfg.mamba_proj_bias);
       const auto a_log = tensor_to_f32(L.info(m + ".A_log", {Din, N}));
       mw.A.resize(a_log.size());
@@ -231,9 +428,9 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
     }
     const std::string f = p + ".feed_forward";
     if (spec.ffn == FfnKind::Dense) {
-      lw.mlp = mlp(L, f, D, I);
+      lw.mlp = mlp(L, f, D, I, Role::Matrix);
     } else {
-      lw.moe.router = linear_f32(L, f + ".router", E, D, false);
+      lw.moe.router = linear(L, f + ".router", E, D, false, Role::KeepF32);
       if (L.has(f + ".experts.gate_up_proj")) {
         // transformers v5 fused layout (spec §5.2): gate_up [E, 2I, D], down [E, D, I].
         const TensorInfo& gu = L.info(f + ".experts.gate_up_proj", {E, 2 * I, D});
@@ -241,14 +438,14 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
         const size_t es = dtype_size(gu.dtype);
         for (int64_t e = 0; e < E; ++e) {
           MlpWeights x;
-          L.fill_matrix(gu, gu.data + size_t(e * 2 * I * D) * es, I, D, &x.gate);
-          L.fill_matrix(gu, gu.data + size_t((e * 2 + 1) * I * D) * es, I, D, &x.up);
-          L.fill_matrix(dn, dn.data + size_t(e * D * I) * es, D, I, &x.down);
+          L.fill_matrix(gu, gu.data + size_t(e * 2 * I * D) * es, I, D, Role::Expert, &x.gate);
+          L.fill_matrix(gu, gu.data + size_t((e * 2 + 1) * I * D) * es, I, D, Role::Expert, &x.up);
+          L.fill_matrix(dn, dn.data + size_t(e * D * I) * es, D, I, Role::Expert, &x.down);
           lw.moe.experts.push_back(x);
         }
       } else {
         for (int64_t e = 0; e < E; ++e)
-          lw.moe.experts.push_back(mlp(L, f + ".experts." + std::to_string(e), D, I));
+          lw.moe.experts.push_back(mlp(L, f + ".experts." + std::to_string(e), D, I, Role::Expert));
       }
     }
     w.layers.push_back(std::move(lw));

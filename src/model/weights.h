@@ -1,7 +1,10 @@
 // Per-block weight structs and the validated loader. Weights are float32; F32 tensors are used
-// in place from the memory map, BF16/F16 tensors are converted once at load.
+// in place from the memory map, BF16/F16 tensors are converted once at load. The big matrices
+// may instead be held in bf16 or in a quantized format (int8 / q4, kernels/quant.h,
+// docs/QUANT.md), quantized at load or read from a quantized checkpoint.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,14 +14,20 @@
 
 namespace jamba {
 
-// y = x W^T + b. W [out, in] is held either in f32 (`w`) or in bf16 (`w16`), never both.
+enum class QuantKind { None, Int8, Q4 };
+
+// y = x W^T + b. W [out, in] is held in exactly one of: f32 (`w`), bf16 (`w16`), or quantized
+// (`wq` + `scale`, kind `quant`).
 struct Linear {
   const float* w = nullptr;     // [out, in] f32, or null
   const float* b = nullptr;     // [out] or null
   int64_t out = 0, in = 0;
   const uint16_t* w16 = nullptr;  // [out, in] bf16 bits, or null
+  QuantKind quant = QuantKind::None;
+  const uint8_t* wq = nullptr;    // Int8: [out, in] int8; Q4: [out, q4_row_bytes(in)]
+  const float* scale = nullptr;   // Int8: [out]; Q4: [out, q4_groups(in)]
 
-  size_t bytes() const { return size_t(out * in) * (w16 ? 2 : 4); }
+  size_t bytes() const;  // weight bytes in memory, scales included (bias excluded)
 };
 
 struct MambaWeights {
@@ -57,7 +66,7 @@ struct LayerWeights {
   MoeWeights moe;        // if MoE FFN
 };
 
-enum class WeightType;
+enum class WeightType { Auto, F32, BF16, Int8, Int8Experts, Q4 };
 
 struct Weights {
   Linear embed;                       // [V, D] rows gathered by token id (f32 or bf16)
@@ -69,12 +78,26 @@ struct Weights {
   Checkpoint checkpoint;
   std::vector<std::unique_ptr<std::vector<float>>> owned;
   std::vector<std::unique_ptr<std::vector<uint16_t>>> owned16;
+  std::vector<std::unique_ptr<std::vector<uint8_t>>> owned8;
   size_t file_bytes = 0;  // bytes of tensor data in the checkpoint
-  bool matrices_bf16 = false;
+  bool matrices_bf16 = false;  // the matrices that are not quantized are bf16 (else f32)
+  WeightType type = WeightType::F32;  // resolved (never Auto): F32, BF16, Int8, Int8Experts or Q4
+  bool prequantized = false;   // read from a quantized checkpoint (quantization_config)
 
   static Weights load(const JambaConfig& cfg, const std::string& dir, WeightType type);
   size_t matrix_bytes() const;  // memory held by the big matrices (f32 or bf16)
 };
+
+// Every matrix of `w` with its canonical weight name ("model.layers.3.mamba.in_proj.weight"),
+// in load order; the tied LM head is not listed twice.
+void for_each_matrix(const Weights& w, const JambaConfig& cfg,
+                     const std::function<void(const std::string&, const Linear&)>& fn);
+
+// The `quantization_config` entry of config.json (docs/QUANT.md): the weight type a quantized
+// checkpoint is stored in, or Auto when there is none (or no config.json). Throws naming the file
+// and field on an entry this library did not write.
+WeightType stored_weight_type(const std::string& config_path);
+std::string quantization_config_json(WeightType t);  // the entry `jamba quantize` writes
 
 // Canonical (in-library, spec §5.1) name of a checkpoint tensor, mapping the historical
 // Jamba-v0.1 names of spec §5.3. `cfg` decides whether a layer's `experts.0.` is a dense FFN.

@@ -1,0 +1,45 @@
+#include "kernels/quant.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace jamba {
+
+void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale) {
+  float amax = 0.0f;
+  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(w[k]));
+  const float s = amax / 127.0f;
+  *scale = s;
+  for (int64_t k = 0; k < K; ++k) {
+    const float v = s > 0.0f ? std::round(w[k] / s) : 0.0f;
+    q[k] = int8_t(std::clamp(v, -127.0f, 127.0f));
+  }
+}
+
+void quantize_row_q4(const float* w, int64_t K, uint8_t* q, float* scales) {
+  for (int64_t g = 0; g < q4_groups(K); ++g) {
+    const int64_t k0 = g * kQ4Group, n = std::min(kQ4Group, K - k0);
+    float m = 0.0f;  // the element of largest magnitude, sign kept
+    for (int64_t j = 0; j < n; ++j)
+      if (std::fabs(w[k0 + j]) > std::fabs(m)) m = w[k0 + j];
+    const float s = m / -8.0f;
+    scales[g] = s;
+    uint8_t nib[kQ4Group];
+    for (int64_t j = 0; j < kQ4Group; ++j) {
+      const float v = (j < n && s != 0.0f) ? std::round(w[k0 + j] / s) : 0.0f;
+      nib[j] = uint8_t(int(std::clamp(v, -8.0f, 7.0f)) + 8);
+    }
+    uint8_t* dst = q + g * kQ4GroupBytes;
+    for (int64_t j = 0; j < kQ4GroupBytes; ++j) dst[j] = uint8_t(nib[j] | (nib[j + 16] << 4));
+  }
+}
+
+void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out) {
+  for (int64_t k = 0; k < K; ++k) out[k] = scale * float(q[k]);
+}
+
+void dequantize_row_q4(const uint8_t* q, const float* scales, int64_t K, float* out) {
+  for (int64_t k = 0; k < K; ++k) out[k] = scales[k / kQ4Group] * float(q4_value(q, k));
+}
+
+}  // namespace jamba

@@ -1,0 +1,37 @@
+// Quantized weight formats (docs/QUANT.md): the row layouts, and the row quantizers /
+// dequantizers shared by the loader, `jamba quantize` and both kernel implementations.
+//
+// int8: one weight row [K] -> K int8 values q in [-127, 127] and one f32 scale
+//       s = max|w| / 127; w ~= s * q.
+// q4:   one weight row [K] -> ceil(K / 32) groups of 32 values; a group is 16 bytes (byte j holds
+//       value j in its low nibble and value j + 16 in its high nibble, each stored as q + 8 with
+//       q in [-8, 7]) and one f32 scale s = m / -8, m the group's element of largest magnitude
+//       (sign kept), so that element is exactly -8 * s; w ~= s * q. A last partial group is
+//       padded with q = 0 (nibble 8): any K is accepted.
+#pragma once
+#include <cstdint>
+
+namespace jamba {
+
+constexpr int64_t kQ4Group = 32;       // values per q4 group (one scale each)
+constexpr int64_t kQ4GroupBytes = 16;  // bytes per q4 group
+
+inline int64_t q4_groups(int64_t K) { return (K + kQ4Group - 1) / kQ4Group; }
+inline int64_t q4_row_bytes(int64_t K) { return q4_groups(K) * kQ4GroupBytes; }
+
+// w [K] -> q [K], *scale. A zero row gets scale 0 and q = 0.
+void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale);
+// w [K] -> q [q4_row_bytes(K)], scales [q4_groups(K)].
+void quantize_row_q4(const float* w, int64_t K, uint8_t* q, float* scales);
+
+// The exact inverse used by the reference kernels: out[k] = s * q (float arithmetic).
+void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out);
+void dequantize_row_q4(const uint8_t* q, const float* scales, int64_t K, float* out);
+
+// The stored q of value k of a q4 row (in [-8, 7]).
+inline int q4_value(const uint8_t* row, int64_t k) {
+  const uint8_t b = row[(k / kQ4Group) * kQ4GroupBytes + (k % kQ4Group) % kQ4GroupBytes];
+  return int((k % kQ4Group) < kQ4GroupBytes ? (b & 0x0F) : (b >> 4)) - 8;
+}
+
+}  // namespace jamba

@@ -1,0 +1,161 @@
+// Quantized-weight GEMMs (int8 per-row, q4 groups of 32): the row quantizers' error bounds and
+// the fast kernels against the plain references over odd sizes, tails and partial q4 groups.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "kernels/quant.h"
+#include "tolerances.h"
+
+namespace jamba {
+namespace {
+
+TEST(QuantRows, Int8RoundTripWithinHalfStep) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t K : {1, 5, 16, 33, 100}) {
+    std::vector<float> w(static_cast<size_t>(K)), back(w.size());
+    for (float& x : w) x = nd(rng);
+    std::vector<int8_t> q(w.size());
+    float s = 0;
+    quantize_row_int8(w.data(), K, q.data(), &s);
+    dequantize_row_int8(q.data(), s, K, back.data());
+    float amax = 0;
+    for (float x : w) amax = std::max(amax, std::fabs(x));
+    EXPECT_FLOAT_EQ(s, amax / 127.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      EXPECT_LE(std::fabs(back[size_t(k)] - w[size_t(k)]), 0.5001f * s) << "K=" << K << " k=" << k;
+      EXPECT_GE(q[size_t(k)], -127);
+    }
+  }
+  std::vector<float> zero(7, 0.0f);
+  std::vector<int8_t> q(7, 1);
+  float s = 1;
+  quantize_row_int8(zero.data(), 7, q.data(), &s);
+  EXPECT_EQ(s, 0.0f);
+  for (int8_t v : q) EXPECT_EQ(v, 0);
+}
+
+TEST(QuantRows, Q4RoundTripWithinHalfStepAndPadsTail) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t K : {1, 17, 31, 32, 33, 64, 95}) {
+    std::vector<float> w(static_cast<size_t>(K)), back(w.size());
+    for (float& x : w) x = nd(rng);
+    std::vector<uint8_t> q(static_cast<size_t>(q4_row_bytes(K)));
+    std::vector<float> s(static_cast<size_t>(q4_groups(K)));
+    quantize_row_q4(w.data(), K, q.data(), s.data());
+    dequantize_row_q4(q.data(), s.data(), K, back.data());
+    // Half a step, except values beyond +7.5 steps (opposite in sign to the group's largest
+    // element) which clamp to 7: at most one step.
+    for (int64_t k = 0; k < K; ++k) {
+      const float step = std::fabs(s[size_t(k / kQ4Group)]);
+      const float bound = std::fabs(w[size_t(k)]) > 7.5f * step ? 1.0001f : 0.5001f;
+      EXPECT_LE(std::fabs(back[size_t(k)] - w[size_t(k)]), bound * step) << "K=" << K;
+    }
+    // The element of largest magnitude of each group is exactly -8 * s.
+    for (int64_t g = 0; g < q4_groups(K); ++g) {
+      float m = 0;
+      for (int64_t k = g * kQ4Group; k < std::min(K, (g + 1) * kQ4Group); ++k)
+        if (std::fabs(w[size_t(k)]) > std::fabs(m)) m = w[size_t(k)];
+      EXPECT_FLOAT_EQ(-8.0f * s[size_t(g)], m);
+    }
+    // Padding of the last group: q = 0.
+    for (int64_t k = K; k < q4_groups(K) * kQ4Group; ++k) EXPECT_EQ(q4_value(q.data(), k), 0);
+  }
+}
+
+struct QCase {
+  int64_t M, N, K;
+  int64_t pad_a, pad_w, pad_c;  // extra row stride (pad_w in bytes for q8, whole groups for q4)
+  bool bias, accumulate;
+};
+
+const QCase kCases[] = {
+    {1, 1, 1, 0, 0, 0, false, false},    {1, 37, 15, 0, 0, 0, true, false},
+    {1, 64, 32, 0, 0, 0, false, false},  {1, 300, 47, 1, 2, 3, true, false},
+    {2, 129, 33, 3, 1, 5, true, true},   {3, 7, 200, 0, 0, 0, false, true},
+    {5, 300, 95, 1, 2, 3, true, false},  {8, 130, 64, 0, 0, 0, false, false},
+    {9, 129, 31, 0, 0, 0, true, false},  {17, 257, 65, 2, 3, 1, true, true},
+    {32, 70, 48, 0, 0, 0, false, false}, {33, 1, 5, 0, 0, 0, true, false},
+    {64, 200, 128, 0, 0, 0, false, false}, {40, 131, 77, 1, 1, 2, true, true},
+    {4, 0, 8, 0, 0, 0, false, false},
+};
+
+// Runs ref and cpu through `run(C)` on the same C0 and compares per element, relative to
+// sqrt(K) * max|w| (the scale of a sum of K random products).
+template <typename Run>
+void compare(const QCase& c, int64_t ldc, float wmax, std::mt19937& rng, Run run) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> C0(static_cast<size_t>(c.M * ldc));
+  for (float& x : C0) x = nd(rng);
+  std::vector<float> want = C0, got = C0;
+  run(want.data(), true);
+  run(got.data(), false);
+  float worst = 0;
+  for (int64_t m = 0; m < c.M; ++m)
+    for (int64_t n = 0; n < ldc; ++n) {
+      const size_t i = static_cast<size_t>(m * ldc + n);
+      if (n >= c.N) {
+        EXPECT_EQ(got[i], C0[i]) << "padding column written";
+        continue;
+      }
+      const float scale = (std::sqrt(float(c.K)) + 1.0f) * std::max(wmax, 1.0f);
+      worst = std::max(worst, std::fabs(got[i] - want[i]) / scale);
+    }
+  EXPECT_LE(worst, tol::kKernelRel) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
+}
+
+TEST(KernelGemmQ8, MatchesReference) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const QCase& c : kCases) {
+    const int64_t lda = c.K + c.pad_a, ldw = c.K + c.pad_w, ldc = c.N + c.pad_c;
+    std::vector<float> A(static_cast<size_t>(c.M * lda)), bias(static_cast<size_t>(c.N)),
+        row(static_cast<size_t>(c.K)), scale(static_cast<size_t>(c.N));
+    std::vector<int8_t> W(static_cast<size_t>(std::max<int64_t>(c.N, 1) * ldw));
+    for (float& x : A) x = nd(rng);
+    for (float& b : bias) b = nd(rng);
+    for (int64_t n = 0; n < c.N; ++n) {
+      for (float& x : row) x = nd(rng);
+      quantize_row_int8(row.data(), c.K, W.data() + n * ldw, &scale[size_t(n)]);
+    }
+    compare(c, ldc, 4.0f, rng, [&](float* C, bool reference) {
+      const GemmQ8Args a{.M = c.M, .N = c.N, .K = c.K, .A = A.data(), .lda = lda, .W = W.data(),
+                         .ldw = ldw, .scale = scale.data(), .C = C, .ldc = ldc,
+                         .bias = c.bias ? bias.data() : nullptr, .accumulate = c.accumulate};
+      reference ? ref::gemm_q8(a) : cpu::gemm_q8(a);
+    });
+  }
+}
+
+TEST(KernelGemmQ4, MatchesReference) {
+  std::mt19937 rng(8);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const QCase& c : kCases) {
+    const int64_t G = q4_groups(c.K);
+    const int64_t lda = c.K + c.pad_a, ldw = q4_row_bytes(c.K) + c.pad_w * kQ4GroupBytes,
+                  lds = G + c.pad_w, ldc = c.N + c.pad_c;
+    std::vector<float> A(static_cast<size_t>(c.M * lda)), bias(static_cast<size_t>(c.N)),
+        row(static_cast<size_t>(c.K)), scale(static_cast<size_t>(std::max<int64_t>(c.N, 1) * lds));
+    std::vector<uint8_t> W(static_cast<size_t>(std::max<int64_t>(c.N, 1) * ldw));
+    for (float& x : A) x = nd(rng);
+    for (float& b : bias) b = nd(rng);
+    for (int64_t n = 0; n < c.N; ++n) {
+      for (float& x : row) x = nd(rng);
+      quantize_row_q4(row.data(), c.K, W.data() + n * ldw, scale.data() + n * lds);
+    }
+    compare(c, ldc, 4.0f, rng, [&](float* C, bool reference) {
+      const GemmQ4Args a{.M = c.M, .N = c.N, .K = c.K, .A = A.data(), .lda = lda, .W = W.data(),
+                         .ldw = ldw, .scale = scale.data(), .lds = lds, .C = C, .ldc = ldc,
+                         .bias = c.bias ? bias.data() : nullptr, .accumulate = c.accumulate};
+      reference ? ref::gemm_q4(a) : cpu::gemm_q4(a);
+    });
+  }
+}
+
+}  // namespace
+}  // namespace jamba
