@@ -13,6 +13,7 @@
 #include <memory>
 #include <sstream>
 
+#include "apps/bench_train.h"
 #include "apps/commands.h"
 #include "core/error.h"
 #include "core/threads.h"
@@ -35,6 +36,8 @@ struct BenchOpts {
   std::vector<int64_t> pp{512}, tg{64}, depth{0}, batch{1};
   int64_t chunk = 512;
   int reps = 3;
+  bool train = false;  // --train: training throughput instead of inference
+  int64_t train_batch = 8, train_seq = 256;
 };
 
 // Peak resident memory since the last reset (Linux: /proc/self/clear_refs "5" resets VmHWM).
@@ -146,7 +149,22 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--chunk", o->chunk, "prompt tokens per forward")->check(CLI::PositiveNumber);
   app.add_option("--reps,-r", o->reps, "repetitions (median reported)")->check(CLI::PositiveNumber);
   app.add_option("--jsonl", o->jsonl, "also append results as JSON lines to this file");
-  return [o]() {
+  app.add_flag("--train", o->train,
+               "training throughput (forward + backward + AdamW) and MFU; the model is --model or "
+               "--preset (a config.json path works too; default with --train: tiny)");
+  CLI::Option* preset_opt = app.get_option("--preset");
+  app.add_option("--train-batch", o->train_batch, "--train: sequences per step")->check(CLI::PositiveNumber);
+  app.add_option("--train-seq", o->train_seq, "--train: tokens per sequence")->check(CLI::PositiveNumber);
+  return [o, preset_opt]() {
+    if (o->train)
+      return run_train_bench({.model = o->model,
+                              .config = preset_opt->count() ? o->preset : std::string("tiny"),
+                              .threads = o->threads,
+                              .reps = o->reps,
+                              .batch = o->train_batch,
+                              .seq = o->train_seq,
+                              .jsonl = o->jsonl,
+                              .gemm_peak_gflops = [] { return measure_peaks().gemm_gflops; }});
     namespace fs = std::filesystem;
     std::string dir = o->model;
     if (dir.empty()) {

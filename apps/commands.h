@@ -23,5 +23,6 @@ Runner add_bench(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_grad(CLI::App& app);
 Runner add_quantize(CLI::App& app);
+Runner add_train(CLI::App& app);
 
 }  // namespace jamba::app

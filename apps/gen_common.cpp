@@ -70,6 +70,10 @@ RequestResult stream_generate(Loaded& L, const GenOptions& o, std::vector<int32_
   if (o.greedy) req.sampling.temperature = 0.0f;
   req.stop_ids = L.stop_ids;
   StreamDecoder dec(*L.tok, /*skip_special=*/true);
+  // The prompt goes through the decoder first (its text discarded), so the first generated piece
+  // decodes in context: with an add_dummy_prefix tokenizer its leading space is kept, as HF's
+  // TextStreamer does.
+  for (int32_t id : req.prompt) (void)dec.push(id);
   StopStrings stops(o.stop);
   std::string text;
   auto emit = [&](const std::string& s) {

@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
   reg("grad", "losses, gradients and AdamW steps on a batch (training check)", jamba::app::add_grad);
   reg("quantize", "write an int8 / int8-experts / q4 quantized copy of a checkpoint",
       jamba::app::add_quantize);
+  reg("train", "train a model on a text corpus (checkpoints, resume, MPI data parallel)",
+      jamba::app::add_train);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
