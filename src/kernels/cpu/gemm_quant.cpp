@@ -40,35 +40,43 @@ struct Common {
 inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 #endif
 
+// Independent accumulator chains per activation row: with few rows, one FMA chain per 16 weights
+// would be bound by the FMA latency (4 cycles), not by memory; 4 chains per row hide it.
+template <int MR>
+constexpr int kChains = MR <= 2 ? 4 : 2;
+
 // out[m] = sum_k A[m,k] * q[k] (unscaled) for one int8 weight row and MR activation rows.
 struct DotQ8 {
   const GemmQ8Args& a;
+  void prepare(const float*, int64_t) {}
   template <int MR>
   void run(const float* A, int64_t n, float* out) const {
     const int8_t* w = a.W + n * a.ldw;
     const int64_t K = a.K, lda = a.lda;
     int64_t k = 0;
 #if defined(__AVX512F__)
-    __m512 acc0[MR], acc1[MR];
-    for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
-    for (; k + 32 <= K; k += 32) {
-      const __m512 w0 = _mm512_cvtepi32_ps(
-          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k))));
-      const __m512 w1 = _mm512_cvtepi32_ps(
-          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k + 16))));
-      for (int m = 0; m < MR; ++m) {
-        acc0[m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k), w0, acc0[m]);
-        acc1[m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k + 16), w1, acc1[m]);
+    constexpr int U = kChains<MR>;
+    __m512 acc[U][MR];
+    for (int u = 0; u < U; ++u)
+      for (int m = 0; m < MR; ++m) acc[u][m] = _mm512_setzero_ps();
+    for (; k + 16 * U <= K; k += 16 * U)
+      for (int u = 0; u < U; ++u) {
+        const __m512 wf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k + 16 * u))));
+        for (int m = 0; m < MR; ++m)
+          acc[u][m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k + 16 * u), wf, acc[u][m]);
       }
-    }
-    if (k + 16 <= K) {
-      const __m512 w0 = _mm512_cvtepi32_ps(
+    for (; k + 16 <= K; k += 16) {
+      const __m512 wf = _mm512_cvtepi32_ps(
           _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k))));
       for (int m = 0; m < MR; ++m)
-        acc0[m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k), w0, acc0[m]);
-      k += 16;
+        acc[0][m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k), wf, acc[0][m]);
     }
-    for (int m = 0; m < MR; ++m) out[m] = hsum(_mm512_add_ps(acc0[m], acc1[m]));
+    for (int m = 0; m < MR; ++m) {
+      __m512 t = acc[0][m];
+      for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, acc[u][m]);
+      out[m] = hsum(t);
+    }
 #else
     for (int m = 0; m < MR; ++m) out[m] = 0.0f;
 #endif
@@ -78,36 +86,69 @@ struct DotQ8 {
   }
 };
 
-// out[m] = sum_k A[m,k] * s[k/32] * q[k] for one q4 weight row and MR activation rows.
+// out[m] = sum_k A[m,k] * s[k/32] * q[k] for one q4 weight row and MR activation rows. With n
+// the stored nibble (q = n - 8), a full group g adds s_g * (sum_j n_j x_j - 8 * xsum_g): the
+// scale is applied once per group and the -8 once per call (xsum_g = sum of the group's
+// activations, made by prepare() for each chunk of rows), so a weight costs only its widening.
 struct DotQ4 {
   const GemmQ4Args& a;
+  std::vector<float> xsum;  // [MR, full groups] of the current chunk of rows
+
+  void prepare(const float* A, int64_t rows) {
+    const int64_t full = a.K / kQ4Group;
+    xsum.assign(static_cast<size_t>(rows * full), 0.0f);
+    for (int64_t m = 0; m < rows; ++m)
+      for (int64_t g = 0; g < full; ++g) {
+        float t = 0.0f;
+        for (int64_t j = 0; j < kQ4Group; ++j) t += A[m * a.lda + g * kQ4Group + j];
+        xsum[size_t(m * full + g)] = t;
+      }
+  }
+
   template <int MR>
   void run(const float* A, int64_t n, float* out) const {
     const uint8_t* w = a.W + n * a.ldw;
     const float* s = a.scale + n * a.lds;
     const int64_t K = a.K, lda = a.lda, full = K / kQ4Group;
-#if defined(__AVX512F__)
-    __m512 acc0[MR], acc1[MR];
-    for (int m = 0; m < MR; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
-    const __m512i low = _mm512_set1_epi32(0x0F);
-    for (int64_t g = 0; g < full; ++g) {
-      // 16 bytes -> 32 nibbles n; w = s * (n - 8) = n * s + (-8 s).
-      const __m512i v = _mm512_cvtepu8_epi32(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * kQ4GroupBytes)));
-      const __m512 sc = _mm512_set1_ps(s[g]), off = _mm512_set1_ps(-8.0f * s[g]);
-      const __m512 w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low)), sc, off);
-      const __m512 w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), sc, off);
-      const int64_t k = g * kQ4Group;
-      for (int m = 0; m < MR; ++m) {
-        acc0[m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k), w0, acc0[m]);
-        acc1[m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k + 16), w1, acc1[m]);
-      }
-    }
-    for (int m = 0; m < MR; ++m) out[m] = hsum(_mm512_add_ps(acc0[m], acc1[m]));
-    int64_t k = full * kQ4Group;
-#else
     for (int m = 0; m < MR; ++m) out[m] = 0.0f;
     int64_t k = 0;
+#if defined(__AVX512F__)
+    constexpr int U = kChains<MR> / 2;  // groups per step, one chain each
+    __m512 acc[U][MR];
+    for (int u = 0; u < U; ++u)
+      for (int m = 0; m < MR; ++m) acc[u][m] = _mm512_setzero_ps();
+    const __m512i low = _mm512_set1_epi32(0x0F);
+    auto group = [&](int64_t g, __m512 (&ac)[MR]) {
+      const __m512i v = _mm512_cvtepu8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * kQ4GroupBytes)));
+      const __m512 n0 = _mm512_cvtepi32_ps(_mm512_and_si512(v, low));  // values 0..15
+      const __m512 n1 = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));   // values 16..31
+      const __m512 sc = _mm512_set1_ps(s[g]);
+      const int64_t k0 = g * kQ4Group;
+      for (int m = 0; m < MR; ++m) {
+        const __m512 t = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k0 + 16), n1,
+                                         _mm512_mul_ps(_mm512_loadu_ps(A + m * lda + k0), n0));
+        ac[m] = _mm512_fmadd_ps(t, sc, ac[m]);
+      }
+    };
+    int64_t g = 0;
+    for (; g + U <= full; g += U)
+      for (int u = 0; u < U; ++u) group(g + u, acc[u]);
+    for (; g < full; ++g) group(g, acc[0]);
+    for (int m = 0; m < MR; ++m) {
+      __m512 t = acc[0][m];
+      for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, acc[u][m]);
+      // - 8 * sum_g s_g * xsum_g
+      const float* xs = xsum.data() + m * full;
+      __m512 o = _mm512_setzero_ps();
+      int64_t h = 0;
+      for (; h + 16 <= full; h += 16)
+        o = _mm512_fmadd_ps(_mm512_loadu_ps(s + h), _mm512_loadu_ps(xs + h), o);
+      float r = hsum(t) - 8.0f * hsum(o);
+      for (; h < full; ++h) r -= 8.0f * s[h] * xs[h];
+      out[m] = r;
+    }
+    k = full * kQ4Group;
 #endif
     for (; k < K; ++k) {
       const float wk = s[k / kQ4Group] * float(q4_value(w, k));
@@ -133,12 +174,13 @@ void small_m(const Common& c, const Dot& dot) {
 // Chunks of up to 8 activation rows; Dot reads the rows from the pointer it is given.
 template <typename Args, typename Dot>
 void stream(const Common& c, const Args& a) {
-  const Dot dot{a};
+  Dot dot{a};
   for (int64_t m0 = 0; m0 < c.M; m0 += kMaxSmallM) {
     Common s = c;
     s.M = std::min(kMaxSmallM, c.M - m0);
     s.A = c.A + m0 * c.lda;
     s.C = c.C + m0 * c.ldc;
+    dot.prepare(s.A, s.M);
     switch (s.M) {
       case 1: small_m<1>(s, dot); break;
       case 2: small_m<2>(s, dot); break;
