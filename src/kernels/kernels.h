@@ -126,7 +126,9 @@ struct GemmQ8Args {
   bool accumulate = false;
 };
 // q4: W [N, q4_row_bytes(K)] packed groups, row stride ldw bytes; scale [N, q4_groups(K)] with
-// row stride lds.
+// row stride lds. The activations are rounded too, per row and group of 32, to int8 with scale
+// max|x| / 127 (quantize_act_q4), so a group's product is an integer dot scaled by both scales:
+// C[m,n] = sum_g sw[n,g] * da[m,g] * sum_{k in g} q[n,k] * qa[m,k] (then bias / accumulate).
 struct GemmQ4Args {
   int64_t M, N, K;
   const float* A;
@@ -167,9 +169,11 @@ void softplus(float* x, int64_t n);
 // M <= 32: register-blocked AVX-512 kernel, 8 rows per pass over the bf16 weights (decode is
 // memory-bound); larger M: bf16 panels widened to f32 per thread, then sgemm on the panel.
 void gemm_bf16(const GemmBf16Args& a);
-// Quantized weights, the same two regimes: M <= 32 streams the quantized rows (int8 / nibbles
-// widened to f32 in registers, 8 activation rows per pass); larger M dequantizes panels of
-// weight rows to f32 per thread and runs sgemm on them.
+// Quantized weights, the same two regimes: M <= 32 streams the quantized rows, 8 activation rows
+// per pass (int8: widened to f32 in registers, FMA with the f32 activations; q4: AVX-512 VNNI
+// dpbusd of the nibbles with the int8 activations, 64 weights per instruction); larger M
+// dequantizes panels of weight rows to f32 per thread and runs sgemm on them (q4: with the
+// activations rounded as above, so both regimes compute the same products).
 void gemm_q8(const GemmQ8Args& a);
 void gemm_q4(const GemmQ4Args& a);
 }  // namespace cpu

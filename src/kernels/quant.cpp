@@ -34,6 +34,20 @@ void quantize_row_q4(const float* w, int64_t K, uint8_t* q, float* scales) {
   }
 }
 
+void quantize_act_q4(const float* x, int64_t K, int8_t* q, float* d) {
+  for (int64_t g = 0; g < q4_groups(K); ++g) {
+    const int64_t k0 = g * kQ4Group, n = std::min(kQ4Group, K - k0);
+    float amax = 0.0f;
+    for (int64_t j = 0; j < n; ++j) amax = std::max(amax, std::fabs(x[k0 + j]));
+    const float s = amax / 127.0f;
+    d[g] = s;
+    for (int64_t j = 0; j < kQ4Group; ++j) {
+      const float v = (j < n && s > 0.0f) ? std::round(x[k0 + j] / s) : 0.0f;
+      q[k0 + j] = int8_t(std::clamp(v, -127.0f, 127.0f));
+    }
+  }
+}
+
 void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out) {
   for (int64_t k = 0; k < K; ++k) out[k] = scale * float(q[k]);
 }

@@ -24,6 +24,10 @@ void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale);
 // w [K] -> q [q4_row_bytes(K)], scales [q4_groups(K)].
 void quantize_row_q4(const float* w, int64_t K, uint8_t* q, float* scales);
 
+// Activations of a q4 product (kernels.h, GemmQ4Args): x [K] -> q [q4_groups(K) * 32] (padding
+// 0), d [q4_groups(K)], per group of 32 d = max|x| / 127 and q = round(x / d) in [-127, 127].
+void quantize_act_q4(const float* x, int64_t K, int8_t* q, float* d);
+
 // The exact inverse used by the reference kernels: out[k] = s * q (float arithmetic).
 void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out);
 void dequantize_row_q4(const uint8_t* q, const float* scales, int64_t K, float* out);

@@ -86,74 +86,115 @@ struct DotQ8 {
   }
 };
 
-// out[m] = sum_k A[m,k] * s[k/32] * q[k] for one q4 weight row and MR activation rows. With n
-// the stored nibble (q = n - 8), a full group g adds s_g * (sum_j n_j x_j - 8 * xsum_g): the
-// scale is applied once per group and the -8 once per call (xsum_g = sum of the group's
-// activations, made by prepare() for each chunk of rows), so a weight costs only its widening.
+// One q4 weight row against MR activation rows rounded per group to int8 (kernels.h). Groups go
+// in pairs: the 32 bytes of groups g0, g1 give low nibbles [g0 0-15 | g1 0-15] and high
+// nibbles [g0 16-31 | g1 16-31], one 64-byte register; prepare() stores each row's int8
+// activations in that order, so one dpbusd (u8 nibbles x s8 activations) adds 64 products into
+// 16 int32 lanes (lanes 0-3 and 8-11 belong to g0, 4-7 and 12-15 to g1). With n = q + 8, a
+// group gives sw * da * (sum n * qa - 8 * sum qa): the -8 term is one dot of the weight scales
+// with c = da * sum qa per row. The groups after the last pair run scalar (same integers).
 struct DotQ4 {
   const GemmQ4Args& a;
-  std::vector<float> xsum;  // [MR, full groups] of the current chunk of rows
+  int64_t G = 0, pairs = 0;
+  std::vector<int8_t> qa;    // [rows, G * 32] natural order
+  std::vector<int8_t> qp;    // [rows, pairs * 64] pair order
+  std::vector<float> da;     // [rows, G]
+  std::vector<float> dpat;   // [rows, pairs * 16] lane scales [da0 x4, da1 x4, da0/16 x4, da1/16 x4]
+  std::vector<float> c;      // [rows, G] da * sum qa
 
   void prepare(const float* A, int64_t rows) {
-    const int64_t full = a.K / kQ4Group;
-    xsum.assign(static_cast<size_t>(rows * full), 0.0f);
-    for (int64_t m = 0; m < rows; ++m)
-      for (int64_t g = 0; g < full; ++g) {
-        float t = 0.0f;
-        for (int64_t j = 0; j < kQ4Group; ++j) t += A[m * a.lda + g * kQ4Group + j];
-        xsum[size_t(m * full + g)] = t;
+    G = q4_groups(a.K);
+    pairs = (a.K / kQ4Group) / 2;
+    qa.resize(static_cast<size_t>(rows * G * kQ4Group));
+    qp.resize(static_cast<size_t>(rows * pairs * 64));
+    da.resize(static_cast<size_t>(rows * G));
+    dpat.resize(static_cast<size_t>(rows * pairs * 16));
+    c.resize(static_cast<size_t>(rows * G));
+    for (int64_t m = 0; m < rows; ++m) {
+      int8_t* q = qa.data() + m * G * kQ4Group;
+      float* d = da.data() + m * G;
+      quantize_act_q4(A + m * a.lda, a.K, q, d);
+      for (int64_t g = 0; g < G; ++g) {
+        int32_t t = 0;
+        for (int64_t j = 0; j < kQ4Group; ++j) t += q[g * kQ4Group + j];
+        c[size_t(m * G + g)] = d[g] * float(t);
       }
+      for (int64_t p = 0; p < pairs; ++p) {
+        const int8_t* g0 = q + 2 * p * kQ4Group;
+        const int8_t* g1 = g0 + kQ4Group;
+        int8_t* dst = qp.data() + (m * pairs + p) * 64;
+        for (int j = 0; j < 16; ++j) {
+          dst[j] = g0[j];
+          dst[16 + j] = g1[j];
+          dst[32 + j] = g0[16 + j];
+          dst[48 + j] = g1[16 + j];
+        }
+        float* dp = dpat.data() + (m * pairs + p) * 16;
+        for (int j = 0; j < 4; ++j) {
+          dp[j] = d[2 * p];
+          dp[4 + j] = d[2 * p + 1];
+          dp[8 + j] = d[2 * p] / 16.0f;
+          dp[12 + j] = d[2 * p + 1] / 16.0f;
+        }
+      }
+    }
   }
 
   template <int MR>
-  void run(const float* A, int64_t n, float* out) const {
+  void run(const float*, int64_t n, float* out) const {
     const uint8_t* w = a.W + n * a.ldw;
     const float* s = a.scale + n * a.lds;
-    const int64_t K = a.K, lda = a.lda, full = K / kQ4Group;
+    const int64_t K = a.K;
     for (int m = 0; m < MR; ++m) out[m] = 0.0f;
-    int64_t k = 0;
-#if defined(__AVX512F__)
-    constexpr int U = kChains<MR> / 2;  // groups per step, one chain each
+    int64_t g_done = 0;
+#if defined(__AVX512VNNI__)
+    constexpr int U = kChains<MR> / 2;  // pairs per step, one chain each
     __m512 acc[U][MR];
     for (int u = 0; u < U; ++u)
       for (int m = 0; m < MR; ++m) acc[u][m] = _mm512_setzero_ps();
-    const __m512i low = _mm512_set1_epi32(0x0F);
-    auto group = [&](int64_t g, __m512 (&ac)[MR]) {
-      const __m512i v = _mm512_cvtepu8_epi32(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * kQ4GroupBytes)));
-      const __m512 n0 = _mm512_cvtepi32_ps(_mm512_and_si512(v, low));  // values 0..15
-      const __m512 n1 = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));   // values 16..31
-      const __m512 sc = _mm512_set1_ps(s[g]);
-      const int64_t k0 = g * kQ4Group;
+    // The 32 bytes in both halves; the low half keeps the low nibbles, the high half the high
+    // nibbles in place (16 n: its lanes' activation scales carry the 1/16, exact in float).
+    const __m512i mask = _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8(char(0xF0)), 1);
+    const __m512i pat = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    auto pair = [&](int64_t p, __m512 (&ac)[MR]) {
+      const __m512i nib = _mm512_and_si512(
+          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + p * 32))),
+          mask);
+      const __m512 sw = _mm512_permutexvar_ps(pat, _mm512_maskz_loadu_ps(0x3, s + 2 * p));
       for (int m = 0; m < MR; ++m) {
-        const __m512 t = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k0 + 16), n1,
-                                         _mm512_mul_ps(_mm512_loadu_ps(A + m * lda + k0), n0));
-        ac[m] = _mm512_fmadd_ps(t, sc, ac[m]);
+        const __m512i t = _mm512_dpbusd_epi32(
+            _mm512_setzero_si512(), nib,
+            _mm512_loadu_si512(qp.data() + (int64_t(m) * pairs + p) * 64));
+        const __m512 sc = _mm512_mul_ps(sw, _mm512_loadu_ps(dpat.data() + (int64_t(m) * pairs + p) * 16));
+        ac[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, ac[m]);
       }
     };
-    int64_t g = 0;
-    for (; g + U <= full; g += U)
-      for (int u = 0; u < U; ++u) group(g + u, acc[u]);
-    for (; g < full; ++g) group(g, acc[0]);
+    int64_t p = 0;
+    for (; p + U <= pairs; p += U)
+      for (int u = 0; u < U; ++u) pair(p + u, acc[u]);
+    for (; p < pairs; ++p) pair(p, acc[0]);
+    g_done = 2 * pairs;
     for (int m = 0; m < MR; ++m) {
       __m512 t = acc[0][m];
       for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, acc[u][m]);
-      // - 8 * sum_g s_g * xsum_g
-      const float* xs = xsum.data() + m * full;
+      const float* cm = c.data() + m * G;
       __m512 o = _mm512_setzero_ps();
       int64_t h = 0;
-      for (; h + 16 <= full; h += 16)
-        o = _mm512_fmadd_ps(_mm512_loadu_ps(s + h), _mm512_loadu_ps(xs + h), o);
-      float r = hsum(t) - 8.0f * hsum(o);
-      for (; h < full; ++h) r -= 8.0f * s[h] * xs[h];
+      for (; h + 16 <= g_done; h += 16)
+        o = _mm512_fmadd_ps(_mm512_loadu_ps(s + h), _mm512_loadu_ps(cm + h), o);
+      float r = _mm512_reduce_add_ps(t) - 8.0f * _mm512_reduce_add_ps(o);
+      for (; h < g_done; ++h) r -= 8.0f * s[h] * cm[h];
       out[m] = r;
     }
-    k = full * kQ4Group;
 #endif
-    for (; k < K; ++k) {
-      const float wk = s[k / kQ4Group] * float(q4_value(w, k));
-      for (int m = 0; m < MR; ++m) out[m] += A[m * lda + k] * wk;
-    }
+    for (int64_t g = g_done; g < G; ++g)
+      for (int m = 0; m < MR; ++m) {
+        const int8_t* q = qa.data() + (m * G + g) * kQ4Group;
+        int32_t dot = 0;
+        for (int64_t k = g * kQ4Group; k < std::min(K, (g + 1) * kQ4Group); ++k)
+          dot += q4_value(w, k) * q[k - g * kQ4Group];
+        out[m] += s[g] * da[size_t(m * G + g)] * float(dot);
+      }
   }
 };
 
@@ -264,10 +305,28 @@ void gemm_q4(const GemmQ4Args& a) {
   const Common c{a.M, a.N, a.K, a.A, a.lda, a.C, a.ldc, a.bias, a.accumulate};
   if (a.M <= kStreamMaxM)
     stream<GemmQ4Args, DotQ4>(c, a);
-  else
-    panels(c, [&](int64_t n, float* out) {
+  else {
+    // The activations rounded per group (kernels.h), as f32 for sgemm.
+    const int64_t G = q4_groups(a.K);
+    std::vector<float> Ar(static_cast<size_t>(a.M * a.K));
+#pragma omp parallel
+    {
+      std::vector<int8_t> q(static_cast<size_t>(G * kQ4Group));
+      std::vector<float> d(static_cast<size_t>(G));
+#pragma omp for schedule(static)
+      for (int64_t m = 0; m < a.M; ++m) {
+        quantize_act_q4(a.A + m * a.lda, a.K, q.data(), d.data());
+        for (int64_t k = 0; k < a.K; ++k)
+          Ar[size_t(m * a.K + k)] = d[size_t(k / kQ4Group)] * float(q[size_t(k)]);
+      }
+    }
+    Common r = c;
+    r.A = Ar.data();
+    r.lda = a.K;
+    panels(r, [&](int64_t n, float* out) {
       widen_q4(a.W + n * a.ldw, a.scale + n * a.lds, a.K, out);
     });
+  }
 }
 
 }  // namespace jamba::cpu

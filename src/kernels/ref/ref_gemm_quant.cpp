@@ -1,4 +1,6 @@
-// Quantized-weight GEMM, plainly: dequantize each weight row, dot in double.
+// Quantized-weight GEMM, plainly: int8 dequantizes each weight row and dots in double; q4 rounds
+// the activations per group (kernels.h) and sums exact integer group dots scaled in double.
+#include <algorithm>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -32,9 +34,24 @@ void gemm_q8(const GemmQ8Args& a) {
 }
 
 void gemm_q4(const GemmQ4Args& a) {
-  gemm_rows(a.M, a.N, a.K, a.A, a.lda, a.C, a.ldc, a.bias, a.accumulate, [&](int64_t n, float* w) {
-    dequantize_row_q4(a.W + n * a.ldw, a.scale + n * a.lds, a.K, w);
-  });
+  const int64_t G = q4_groups(a.K);
+  std::vector<int8_t> qa(static_cast<size_t>(G * kQ4Group));
+  std::vector<float> da(static_cast<size_t>(G));
+  for (int64_t m = 0; m < a.M; ++m) {
+    quantize_act_q4(a.A + m * a.lda, a.K, qa.data(), da.data());
+    for (int64_t n = 0; n < a.N; ++n) {
+      const uint8_t* w = a.W + n * a.ldw;
+      double s = a.bias ? a.bias[n] : 0.0;
+      for (int64_t g = 0; g < G; ++g) {
+        int64_t dot = 0;
+        for (int64_t k = g * kQ4Group; k < std::min(a.K, (g + 1) * kQ4Group); ++k)
+          dot += int64_t(q4_value(w, k)) * qa[size_t(k)];
+        s += double(a.scale[n * a.lds + g]) * double(da[size_t(g)]) * double(dot);
+      }
+      float& c = a.C[m * a.ldc + n];
+      c = a.accumulate ? c + float(s) : float(s);
+    }
+  }
 }
 
 }  // namespace jamba::ref
