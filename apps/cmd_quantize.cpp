@@ -32,8 +32,7 @@ Runner add_quantize(CLI::App& app) {
     const WeightType t = weight_type_from_name(o->type);
     const auto t0 = std::chrono::steady_clock::now();
     write_quantized_checkpoint(o->model, o->out, t);
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto in = Checkpoint::open(o->model), out = Checkpoint::open(o->out);
     size_t bi = 0, bo = 0;
     for (const auto& [n, ti] : in.tensors()) bi += ti.nbytes;

@@ -19,12 +19,14 @@ enum class WType { kBf16, kInt8, kQ4 };
 void bm_gemm_w(benchmark::State& st, WType wt, int64_t M, int64_t N, int64_t K) {
   std::mt19937 g(1);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> A(static_cast<size_t>(M * K)), C(static_cast<size_t>(M * N)), row(static_cast<size_t>(K));
+  std::vector<float> A(static_cast<size_t>(M * K)), C(static_cast<size_t>(M * N)),
+      row(static_cast<size_t>(K));
   for (float& x : A) x = nd(g);
   std::vector<uint16_t> w16;
   std::vector<uint8_t> wq;
   std::vector<float> sc;
-  const int64_t rb = wt == WType::kQ4 ? q4_row_bytes(K) : K, ns = wt == WType::kQ4 ? q4_groups(K) : 1;
+  const int64_t rb = wt == WType::kQ4 ? q4_row_bytes(K) : K,
+                ns = wt == WType::kQ4 ? q4_groups(K) : 1;
   if (wt == WType::kBf16) {
     w16.resize(size_t(N * K));
     for (auto& x : w16) x = f32_to_bf16(nd(g));
@@ -34,30 +36,54 @@ void bm_gemm_w(benchmark::State& st, WType wt, int64_t M, int64_t N, int64_t K) 
     for (int64_t n = 0; n < N; ++n) {
       for (float& x : row) x = nd(g);
       if (wt == WType::kInt8)
-        quantize_row_int8(row.data(), K, reinterpret_cast<int8_t*>(wq.data() + n * rb), &sc[size_t(n)]);
+        quantize_row_int8(row.data(), K, reinterpret_cast<int8_t*>(wq.data() + n * rb),
+                          &sc[size_t(n)]);
       else
         quantize_row_q4(row.data(), K, wq.data() + n * rb, sc.data() + n * ns);
     }
   }
   for (auto _ : st) {
     if (wt == WType::kBf16)
-      cpu::gemm_bf16({.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = w16.data(), .ldw = K,
-                      .C = C.data(), .ldc = N});
+      cpu::gemm_bf16({.M = M,
+                      .N = N,
+                      .K = K,
+                      .A = A.data(),
+                      .lda = K,
+                      .W = w16.data(),
+                      .ldw = K,
+                      .C = C.data(),
+                      .ldc = N});
     else if (wt == WType::kInt8)
-      cpu::gemm_q8({.M = M, .N = N, .K = K, .A = A.data(), .lda = K,
-                    .W = reinterpret_cast<const int8_t*>(wq.data()), .ldw = K, .scale = sc.data(),
-                    .C = C.data(), .ldc = N});
+      cpu::gemm_q8({.M = M,
+                    .N = N,
+                    .K = K,
+                    .A = A.data(),
+                    .lda = K,
+                    .W = reinterpret_cast<const int8_t*>(wq.data()),
+                    .ldw = K,
+                    .scale = sc.data(),
+                    .C = C.data(),
+                    .ldc = N});
     else
-      cpu::gemm_q4({.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = wq.data(), .ldw = rb,
-                    .scale = sc.data(), .lds = ns, .C = C.data(), .ldc = N});
+      cpu::gemm_q4({.M = M,
+                    .N = N,
+                    .K = K,
+                    .A = A.data(),
+                    .lda = K,
+                    .W = wq.data(),
+                    .ldw = rb,
+                    .scale = sc.data(),
+                    .lds = ns,
+                    .C = C.data(),
+                    .ldc = N});
     benchmark::DoNotOptimize(C.data());
     benchmark::ClobberMemory();
   }
   const double wbytes = wt == WType::kBf16 ? 2.0 * N * K : double(N * rb) + 4.0 * double(N * ns);
   const double it = double(st.iterations());
   st.counters["FLOP/s"] = benchmark::Counter(2.0 * M * N * K * it, benchmark::Counter::kIsRate);
-  st.counters["B/s"] = benchmark::Counter((wbytes + 4.0 * (M * K + M * N)) * it,
-                                          benchmark::Counter::kIsRate);
+  st.counters["B/s"] =
+      benchmark::Counter((wbytes + 4.0 * (M * K + M * N)) * it, benchmark::Counter::kIsRate);
 }
 
 #define JAMBA_QBENCH(...) \

@@ -75,12 +75,12 @@ struct QCase {
 };
 
 const QCase kCases[] = {
-    {1, 1, 1, 0, 0, 0, false, false},    {1, 37, 15, 0, 0, 0, true, false},
-    {1, 64, 32, 0, 0, 0, false, false},  {1, 300, 47, 1, 2, 3, true, false},
-    {2, 129, 33, 3, 1, 5, true, true},   {3, 7, 200, 0, 0, 0, false, true},
-    {5, 300, 95, 1, 2, 3, true, false},  {8, 130, 64, 0, 0, 0, false, false},
-    {9, 129, 31, 0, 0, 0, true, false},  {17, 257, 65, 2, 3, 1, true, true},
-    {32, 70, 48, 0, 0, 0, false, false}, {33, 1, 5, 0, 0, 0, true, false},
+    {1, 1, 1, 0, 0, 0, false, false},      {1, 37, 15, 0, 0, 0, true, false},
+    {1, 64, 32, 0, 0, 0, false, false},    {1, 300, 47, 1, 2, 3, true, false},
+    {2, 129, 33, 3, 1, 5, true, true},     {3, 7, 200, 0, 0, 0, false, true},
+    {5, 300, 95, 1, 2, 3, true, false},    {8, 130, 64, 0, 0, 0, false, false},
+    {9, 129, 31, 0, 0, 0, true, false},    {17, 257, 65, 2, 3, 1, true, true},
+    {32, 70, 48, 0, 0, 0, false, false},   {33, 1, 5, 0, 0, 0, true, false},
     {64, 200, 128, 0, 0, 0, false, false}, {40, 131, 77, 1, 1, 2, true, true},
     {4, 0, 8, 0, 0, 0, false, false},
 };
@@ -124,9 +124,18 @@ TEST(KernelGemmQ8, MatchesReference) {
       quantize_row_int8(row.data(), c.K, W.data() + n * ldw, &scale[size_t(n)]);
     }
     compare(c, ldc, 4.0f, rng, [&](float* C, bool reference) {
-      const GemmQ8Args a{.M = c.M, .N = c.N, .K = c.K, .A = A.data(), .lda = lda, .W = W.data(),
-                         .ldw = ldw, .scale = scale.data(), .C = C, .ldc = ldc,
-                         .bias = c.bias ? bias.data() : nullptr, .accumulate = c.accumulate};
+      const GemmQ8Args a{.M = c.M,
+                         .N = c.N,
+                         .K = c.K,
+                         .A = A.data(),
+                         .lda = lda,
+                         .W = W.data(),
+                         .ldw = ldw,
+                         .scale = scale.data(),
+                         .C = C,
+                         .ldc = ldc,
+                         .bias = c.bias ? bias.data() : nullptr,
+                         .accumulate = c.accumulate};
       reference ? ref::gemm_q8(a) : cpu::gemm_q8(a);
     });
   }
@@ -149,9 +158,19 @@ TEST(KernelGemmQ4, MatchesReference) {
       quantize_row_q4(row.data(), c.K, W.data() + n * ldw, scale.data() + n * lds);
     }
     compare(c, ldc, 4.0f, rng, [&](float* C, bool reference) {
-      const GemmQ4Args a{.M = c.M, .N = c.N, .K = c.K, .A = A.data(), .lda = lda, .W = W.data(),
-                         .ldw = ldw, .scale = scale.data(), .lds = lds, .C = C, .ldc = ldc,
-                         .bias = c.bias ? bias.data() : nullptr, .accumulate = c.accumulate};
+      const GemmQ4Args a{.M = c.M,
+                         .N = c.N,
+                         .K = c.K,
+                         .A = A.data(),
+                         .lda = lda,
+                         .W = W.data(),
+                         .ldw = ldw,
+                         .scale = scale.data(),
+                         .lds = lds,
+                         .C = C,
+                         .ldc = ldc,
+                         .bias = c.bias ? bias.data() : nullptr,
+                         .accumulate = c.accumulate};
       reference ? ref::gemm_q4(a) : cpu::gemm_q4(a);
     });
   }

@@ -99,9 +99,11 @@ INSTANTIATE_TEST_SUITE_P(
                       TypeCase{"int8-experts", WeightType::Int8Experts, tol::kInt8Logits,
                                tol::kInt8Top1},
                       TypeCase{"q4", WeightType::Q4, tol::kQ4Logits, tol::kQ4Top1}),
-    [](const auto& info) { return std::string(info.param.type == WeightType::Int8 ? "Int8"
-                                              : info.param.type == WeightType::Q4 ? "Q4"
-                                                                                  : "Int8Experts"); });
+    [](const auto& info) {
+      return std::string(info.param.type == WeightType::Int8 ? "Int8"
+                         : info.param.type == WeightType::Q4 ? "Q4"
+                                                             : "Int8Experts");
+    });
 
 // The wiring: a quantized model against a float32 checkpoint holding its dequantized weights
 // (same weight values, f32 kernels). int8 keeps f32 activations, so only float32 summation order
@@ -126,8 +128,8 @@ TEST(QuantWeights, EqualsDequantizedF32Model) {
               dequantize_row_int8(reinterpret_cast<const int8_t*>(l.wq) + o * l.in, l.scale[o],
                                   l.in, v.data() + o * l.in);
             else
-              dequantize_row_q4(l.wq + o * q4_row_bytes(l.in), l.scale + o * q4_groups(l.in),
-                                l.in, v.data() + o * l.in);
+              dequantize_row_q4(l.wq + o * q4_row_bytes(l.in), l.scale + o * q4_groups(l.in), l.in,
+                                v.data() + o * l.in);
           }
           *r = RawTensor::from_f32(name, {l.out, l.in}, v);
         });
@@ -147,8 +149,9 @@ TEST(QuantWeights, EqualsDequantizedF32Model) {
           d = std::max(d, std::fabs(rq.hidden[i][j] - rf.hidden[i][j]));
           mag = std::max(mag, std::fabs(rf.hidden[i][j]));
         }
-        std::printf("[quant] q4 %s vs dequantized f32: hidden_states.%zu max |diff| / max |h| = %.3g\n",
-                    c, i, d / mag);
+        std::printf(
+            "[quant] q4 %s vs dequantized f32: hidden_states.%zu max |diff| / max |h| = %.3g\n", c,
+            i, d / mag);
         EXPECT_LE(d / mag, tol::kQ4ActRoundingHidden) << c << " hidden_states." << i;
       }
     }
@@ -179,8 +182,9 @@ TEST(QuantWeights, PrefillAndDecodePathsAgree) {
       d = std::max(d, std::fabs(one.hidden[1][j] - chunked.hidden[1][j]));
       mag = std::max(mag, std::fabs(one.hidden[1][j]));
     }
-    std::printf("[quant] q4 one forward vs chunks of 8: hidden_states.1 max |diff| / max |h| = %.3g\n",
-                d / mag);
+    std::printf(
+        "[quant] q4 one forward vs chunks of 8: hidden_states.1 max |diff| / max |h| = %.3g\n",
+        d / mag);
     EXPECT_LE(d / mag, tol::kQ4PathsHidden);
   }
 }
@@ -193,9 +197,9 @@ TEST(QuantWeights, RolesPerType) {
     const QuantKind want = t == WeightType::Q4 ? QuantKind::Q4 : QuantKind::Int8;
     int64_t n_quant = 0;
     for_each_matrix(m.weights(), m.config(), [&](const std::string& name, const Linear& l) {
-      const bool keep_f32 = name.find(".dt_proj.") != std::string::npos ||
-                            name.find(".router.") != std::string::npos;
-      const bool embedding = name == "model.embed_tokens.weight" || name == "lm_head.weight";
+      const bool keep_f32 =
+          name.find(".dt_proj.") != std::string::npos || name.find(".router.") != std::string::npos;
+      const bool embedding = name == "model.embed_tokens.weight";  // jamba-layout is untied
       const bool expert = name.find(".experts.") != std::string::npos;
       QuantKind expect = QuantKind::None;
       if (!keep_f32 && !embedding && (expert || t != WeightType::Int8Experts)) expect = want;
@@ -218,7 +222,8 @@ TEST(QuantWeights, Bf16SourceKeepsEmbeddingBf16) {
   EXPECT_NE(m.weights().embed.w16, nullptr);
   EXPECT_NE(m.weights().layers[0].mamba.in_proj.w16, nullptr);
   const Model f = Model::load(dir, {.weights = WeightType::BF16});
-  const Agreement a = compare(logits(m, "gqa-moe"), logits(f, "gqa-moe"), m.config().vocab_size, {});
+  const Agreement a =
+      compare(logits(m, "gqa-moe"), logits(f, "gqa-moe"), m.config().vocab_size, {});
   EXPECT_LE(a.max_abs, tol::kInt8Logits);
   EXPECT_GT(a.max_abs, 0.0f);
 }
@@ -300,7 +305,8 @@ TEST(QuantCheckpoint, FromBf16AndFusedExperts) {
 
 TEST(QuantCheckpoint, RefusesQuantizedInputAndBadType) {
   const std::string out = quantized_copy(golden_dir("dense-tiny"), WeightType::Q4);
-  std::string e = error_of([&] { write_quantized_checkpoint(out, make_temp_dir("qq"), WeightType::Int8); });
+  std::string e =
+      error_of([&] { write_quantized_checkpoint(out, make_temp_dir("qq"), WeightType::Int8); });
   EXPECT_NE(e.find("already quantized"), std::string::npos) << e;
   e = error_of([&] {
     write_quantized_checkpoint(golden_dir("dense-tiny"), make_temp_dir("qb"), WeightType::BF16);
@@ -366,7 +372,7 @@ TEST(QuantCheckpoint, DamagedRejected) {
   {
     const std::string d = copy("q_noconfig");  // quantized tensors, config without the entry
     edit_config(d, [](json& j) { j.erase("quantization_config"); });
-    expect_load_error(d, {w, "F32, BF16 or F16"});
+    expect_load_error(d, {"dtype U8 not supported", "F32, BF16 or F16"});
   }
 }
 
@@ -386,7 +392,8 @@ TEST(QuantCli, QuantizeThenInfo) {
   int rc = 0;
   const std::string bin = JAMBA_BINARY;
   std::string text = sh("'" + bin + "' quantize --model '" + golden_dir("jamba-layout") +
-                            "' --out '" + out + "/q' --type q4", &rc);
+                            "' --out '" + out + "/q' --type q4",
+                        &rc);
   ASSERT_EQ(rc, 0) << text;
   EXPECT_NE(text.find("q4"), std::string::npos) << text;
   const json cfg = read_json(out + "/q/config.json");

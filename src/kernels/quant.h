@@ -16,8 +16,12 @@ namespace jamba {
 constexpr int64_t kQ4Group = 32;       // values per q4 group (one scale each)
 constexpr int64_t kQ4GroupBytes = 16;  // bytes per q4 group
 
-inline int64_t q4_groups(int64_t K) { return (K + kQ4Group - 1) / kQ4Group; }
-inline int64_t q4_row_bytes(int64_t K) { return q4_groups(K) * kQ4GroupBytes; }
+inline int64_t q4_groups(int64_t K) {
+  return (K + kQ4Group - 1) / kQ4Group;
+}
+inline int64_t q4_row_bytes(int64_t K) {
+  return q4_groups(K) * kQ4GroupBytes;
+}
 
 // w [K] -> q [K], *scale. A zero row gets scale 0 and q = 0.
 void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale);

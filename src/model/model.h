@@ -34,8 +34,9 @@ struct ForwardOutput {
 
 // How the big matrices are held in memory (WeightType, weights.h). Auto keeps BF16 checkpoints
 // in bf16 (no f32 copy) and holds everything else in f32, or keeps a quantized checkpoint as
-// stored; F32 / BF16 convert at load. Int8 / Q4 quantize every linear layer at load except
-// dt_proj and the router (f32) and the embedding / LM head (as Auto); Int8Experts quantizes the
+// stored; F32 / BF16 convert at load. Int8 / Q4 quantize every linear layer and an untied LM
+// head at load, except dt_proj and the router (f32) and the embedding (as Auto; with it a tied
+// LM head); Int8Experts quantizes the
 // MoE experts only (Jamba 1.5's ExpertsInt8) and keeps the rest as Auto. Norms, conv, A, D,
 // biases and routers are always f32.
 // "auto", "f32", "bf16", "int8", "int8-experts", "q4"

@@ -38,8 +38,8 @@ void write_quantized_checkpoint(const std::string& in_dir, const std::string& ou
   const std::string cfg_path = (fs::path(in_dir) / "config.json").string();
   const WeightType stored = stored_weight_type(cfg_path);
   if (stored != WeightType::Auto)
-    fail(in_dir, ": already quantized (config.json quantization_config: ",
-         weight_type_name(stored), "); quantize the original checkpoint instead");
+    fail(in_dir, ": already quantized (config.json quantization_config: ", weight_type_name(stored),
+         "); quantize the original checkpoint instead");
   std::error_code ec;
   if (fs::exists(out_dir) && fs::equivalent(in_dir, out_dir, ec))
     fail("quantize: the output directory ", out_dir, " is the input directory");
@@ -70,12 +70,11 @@ void write_quantized_checkpoint(const std::string& in_dir, const std::string& ou
     src.push_back({t.data, t.nbytes});
   }
   fs::create_directories(out_dir);
-  write_safetensors_streaming(
-      (fs::path(out_dir) / "model.safetensors").string(), specs,
-      [&](size_t i, uint8_t* dst) {
-        if (src[i].second) std::memcpy(dst, src[i].first, src[i].second);
-      },
-      {{"format", "pt"}, {"jamba.quantization", weight_type_name(type)}});
+  write_safetensors_streaming((fs::path(out_dir) / "model.safetensors").string(), specs,
+                              [&](size_t i, uint8_t* dst) {
+                                if (src[i].second) std::memcpy(dst, src[i].first, src[i].second);
+                              },
+                              {{"format", "pt"}, {"jamba.quantization", weight_type_name(type)}});
 
   nlohmann::json j = nlohmann::json::parse(read_text(cfg_path));
   j["quantization_config"] = nlohmann::json::parse(quantization_config_json(type));

@@ -1,5 +1,8 @@
 #include "model/weights.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -25,14 +28,16 @@ enum class Role {
   Matrix,     // a linear layer of a block
   Expert,     // a linear layer of an MoE expert
   KeepF32,    // dt_proj, router: always f32
-  Embedding,  // embedding / LM head: as loaded (Auto)
+  Embedding,  // embedding (a row gather; also the tied LM head): as loaded (Auto)
+  LmHead,     // untied LM head: quantized by int8 / q4 (it is read whole for every token)
 };
 
 QuantKind quant_for(Role r, WeightType t) {
   if (r == Role::Expert && (t == WeightType::Int8 || t == WeightType::Int8Experts))
     return QuantKind::Int8;
-  if (r == Role::Matrix && t == WeightType::Int8) return QuantKind::Int8;
-  if ((r == Role::Expert || r == Role::Matrix) && t == WeightType::Q4) return QuantKind::Q4;
+  const bool dense = r == Role::Matrix || r == Role::LmHead;
+  if (dense && t == WeightType::Int8) return QuantKind::Int8;
+  if ((r == Role::Expert || dense) && t == WeightType::Q4) return QuantKind::Q4;
   return QuantKind::None;
 }
 
@@ -148,6 +153,16 @@ class Loader {
     l->quant = q;
     l->wq = qd;
     l->scale = sd;
+    release_pages(data, size_t(rows * cols) * es);
+  }
+
+  // The source of a matrix quantized at load is not read again: drop its pages of the (read-only,
+  // file-backed) map from the resident set; a later read would fault them back in from the file.
+  static void release_pages(const uint8_t* p, size_t n) {
+    const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+    if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
   }
 
   // A matrix stored quantized (docs/QUANT.md): `name` I8 [rows, cols] or U8 [rows,
@@ -157,9 +172,9 @@ class Loader {
     const bool i8 = q == QuantKind::Int8;
     const TensorInfo& t = raw(name, i8 ? DType::I8 : DType::U8,
                               {rows, i8 ? cols : q4_row_bytes(cols)}, quant_name(q));
-    const TensorInfo& s = raw(name + ".scale", DType::F32,
-                              i8 ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, q4_groups(cols)},
-                              quant_name(q));
+    const std::vector<int64_t> sshape =
+        i8 ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, q4_groups(cols)};
+    const TensorInfo& s = raw(name + ".scale", DType::F32, sshape, quant_name(q));
     l->out = rows;
     l->in = cols;
     l->quant = q;
@@ -388,7 +403,7 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
     w.lm_head = w.embed;
     if (L.has("lm_head.weight")) L.info("lm_head.weight", {V, D});  // present but ignored (HF)
   } else {
-    w.lm_head = linear(L, "lm_head", V, D, false, Role::Embedding);
+    w.lm_head = linear(L, "lm_head", V, D, false, Role::LmHead);
   }
 
   for (int64_t il = 0; il < cfg.num_hidden_layers; ++il) {

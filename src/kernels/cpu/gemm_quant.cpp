@@ -1,7 +1,8 @@
 // GEMM with quantized weights (int8 per-row scales, q4 groups of 32) and f32 activations (see
 // kernels.h, kernels/quant.h). The structure of gemm_bf16.cpp: M <= 32 streams the quantized
-// weights (decode is memory-bound: the weights are widened to f32 in registers and reused for
-// up to 8 activation rows); larger M widens panels of weight rows to f32 and runs sgemm.
+// weights (decode is memory-bound: int8 is widened to f32 in registers and reused for up to 8
+// activation rows; q4 multiplies its nibbles with int8-rounded activations by AVX-512 VNNI);
+// larger M widens panels of weight rows to f32 and runs sgemm.
 #include <cblas.h>
 #include <omp.h>
 
@@ -35,10 +36,6 @@ struct Common {
   const float* bias;
   bool accumulate;
 };
-
-#if defined(__AVX512F__)
-inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
-#endif
 
 // Independent accumulator chains per activation row: with few rows, one FMA chain per 16 weights
 // would be bound by the FMA latency (4 cycles), not by memory; 4 chains per row hide it.
@@ -75,7 +72,7 @@ struct DotQ8 {
     for (int m = 0; m < MR; ++m) {
       __m512 t = acc[0][m];
       for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, acc[u][m]);
-      out[m] = hsum(t);
+      out[m] = _mm512_reduce_add_ps(t);
     }
 #else
     for (int m = 0; m < MR; ++m) out[m] = 0.0f;
@@ -96,11 +93,11 @@ struct DotQ8 {
 struct DotQ4 {
   const GemmQ4Args& a;
   int64_t G = 0, pairs = 0;
-  std::vector<int8_t> qa;    // [rows, G * 32] natural order
-  std::vector<int8_t> qp;    // [rows, pairs * 64] pair order
-  std::vector<float> da;     // [rows, G]
-  std::vector<float> dpat;   // [rows, pairs * 16] lane scales [da0 x4, da1 x4, da0/16 x4, da1/16 x4]
-  std::vector<float> c;      // [rows, G] da * sum qa
+  std::vector<int8_t> qa;   // [rows, G * 32] natural order
+  std::vector<int8_t> qp;   // [rows, pairs * 64] pair order
+  std::vector<float> da;    // [rows, G]
+  std::vector<float> dpat;  // [rows, pairs * 16] lane scales: da0 x4, da1 x4, da0/16 x4, da1/16 x4
+  std::vector<float> c;     // [rows, G] da * sum qa
 
   void prepare(const float* A, int64_t rows) {
     G = q4_groups(a.K);
@@ -154,18 +151,20 @@ struct DotQ4 {
       for (int m = 0; m < MR; ++m) acc[u][m] = _mm512_setzero_ps();
     // The 32 bytes in both halves; the low half keeps the low nibbles, the high half the high
     // nibbles in place (16 n: its lanes' activation scales carry the 1/16, exact in float).
-    const __m512i mask = _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8(char(0xF0)), 1);
+    const __m512i mask =
+        _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8(char(0xF0)), 1);
     const __m512i pat = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-    auto pair = [&](int64_t p, __m512 (&ac)[MR]) {
+    auto pair = [&](int64_t p, __m512(&ac)[MR]) {
       const __m512i nib = _mm512_and_si512(
           _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + p * 32))),
           mask);
       const __m512 sw = _mm512_permutexvar_ps(pat, _mm512_maskz_loadu_ps(0x3, s + 2 * p));
       for (int m = 0; m < MR; ++m) {
-        const __m512i t = _mm512_dpbusd_epi32(
-            _mm512_setzero_si512(), nib,
-            _mm512_loadu_si512(qp.data() + (int64_t(m) * pairs + p) * 64));
-        const __m512 sc = _mm512_mul_ps(sw, _mm512_loadu_ps(dpat.data() + (int64_t(m) * pairs + p) * 16));
+        const __m512i t =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), nib,
+                                _mm512_loadu_si512(qp.data() + (int64_t(m) * pairs + p) * 64));
+        const __m512 sc =
+            _mm512_mul_ps(sw, _mm512_loadu_ps(dpat.data() + (int64_t(m) * pairs + p) * 16));
         ac[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, ac[m]);
       }
     };
@@ -223,14 +222,30 @@ void stream(const Common& c, const Args& a) {
     s.C = c.C + m0 * c.ldc;
     dot.prepare(s.A, s.M);
     switch (s.M) {
-      case 1: small_m<1>(s, dot); break;
-      case 2: small_m<2>(s, dot); break;
-      case 3: small_m<3>(s, dot); break;
-      case 4: small_m<4>(s, dot); break;
-      case 5: small_m<5>(s, dot); break;
-      case 6: small_m<6>(s, dot); break;
-      case 7: small_m<7>(s, dot); break;
-      default: small_m<8>(s, dot); break;
+      case 1:
+        small_m<1>(s, dot);
+        break;
+      case 2:
+        small_m<2>(s, dot);
+        break;
+      case 3:
+        small_m<3>(s, dot);
+        break;
+      case 4:
+        small_m<4>(s, dot);
+        break;
+      case 5:
+        small_m<5>(s, dot);
+        break;
+      case 6:
+        small_m<6>(s, dot);
+        break;
+      case 7:
+        small_m<7>(s, dot);
+        break;
+      default:
+        small_m<8>(s, dot);
+        break;
     }
   }
 }
@@ -239,9 +254,10 @@ void widen_q8(const int8_t* q, float scale, int64_t K, float* out) {
   int64_t k = 0;
 #if defined(__AVX512F__)
   const __m512 sc = _mm512_set1_ps(scale);
-  for (; k + 16 <= K; k += 16)
-    _mm512_storeu_ps(out + k, _mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k))))));
+  for (; k + 16 <= K; k += 16) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k));
+    _mm512_storeu_ps(out + k, _mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw))));
+  }
 #endif
   for (; k < K; ++k) out[k] = scale * float(q[k]);
 }
@@ -254,8 +270,10 @@ void widen_q4(const uint8_t* q, const float* s, int64_t K, float* out) {
     const __m512i v = _mm512_cvtepu8_epi32(
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * kQ4GroupBytes)));
     const __m512 sc = _mm512_set1_ps(s[g]), off = _mm512_set1_ps(-8.0f * s[g]);
-    _mm512_storeu_ps(out + k, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, low)), sc, off));
-    _mm512_storeu_ps(out + k + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), sc, off));
+    const __m512 n0 = _mm512_cvtepi32_ps(_mm512_and_si512(v, low));
+    const __m512 n1 = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
+    _mm512_storeu_ps(out + k, _mm512_fmadd_ps(n0, sc, off));
+    _mm512_storeu_ps(out + k + 16, _mm512_fmadd_ps(n1, sc, off));
   }
 #endif
   for (; k < K; ++k) out[k] = s[k / kQ4Group] * float(q4_value(q, k));

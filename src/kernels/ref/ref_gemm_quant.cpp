@@ -11,8 +11,8 @@ namespace jamba::ref {
 namespace {
 
 template <typename Dequant>
-void gemm_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, float* C,
-               int64_t ldc, const float* bias, bool accumulate, Dequant dequant) {
+void gemm_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, float* C, int64_t ldc,
+               const float* bias, bool accumulate, Dequant dequant) {
   std::vector<float> w(static_cast<size_t>(K));
   for (int64_t n = 0; n < N; ++n) {
     dequant(n, w.data());
@@ -28,9 +28,8 @@ void gemm_rows(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, flo
 }  // namespace
 
 void gemm_q8(const GemmQ8Args& a) {
-  gemm_rows(a.M, a.N, a.K, a.A, a.lda, a.C, a.ldc, a.bias, a.accumulate, [&](int64_t n, float* w) {
-    dequantize_row_int8(a.W + n * a.ldw, a.scale[n], a.K, w);
-  });
+  gemm_rows(a.M, a.N, a.K, a.A, a.lda, a.C, a.ldc, a.bias, a.accumulate,
+            [&](int64_t n, float* w) { dequantize_row_int8(a.W + n * a.ldw, a.scale[n], a.K, w); });
 }
 
 void gemm_q4(const GemmQ4Args& a) {
