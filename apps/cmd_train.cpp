@@ -1,6 +1,5 @@
 // `jamba train`: train a Jamba model on a text corpus (docs/TRAINING.md). Data parallel under
 // mpirun; Ctrl-C saves a checkpoint and exits; --resume continues bit-identically.
-#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -103,10 +102,7 @@ Runner add_train(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   return [o]() {
     namespace fs = std::filesystem;
-    // Every step allocates and frees the same large activation buffers: keep them in the heap
-    // instead of mmap/munmap each time (page faults were ~20% of a step).
-    mallopt(M_MMAP_THRESHOLD, 1 << 30);
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    keep_freed_memory_for_reuse();
     std::unique_ptr<Comm> comm = world_comm();
     set_num_threads(o->threads > 0 ? o->threads : default_threads());
     if (o->config.empty() == o->init_from.empty())

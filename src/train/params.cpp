@@ -80,8 +80,7 @@ float* Grads::acc(size_t i) {
 
 void Grads::clear() {
   for (size_t i = 0; i < g_.size(); ++i) {
-    g_[i].clear();
-    g_[i].shrink_to_fit();
+    g_[i].clear();  // capacity kept: the next step refills it without new pages
     present_[i] = 0;
   }
 }
