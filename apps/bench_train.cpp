@@ -41,7 +41,6 @@ int run_train_bench(const TrainBenchArgs& a) {
   b.labels.assign(b.ids.begin(), b.ids.end());
   std::vector<size_t> order;
   for (const std::string& n : hf_parameter_order(c)) order.push_back(P.find(n));
-  keep_freed_memory_for_reuse();
   std::FILE* jf = a.jsonl.empty() ? nullptr : std::fopen(a.jsonl.c_str(), "a");
   std::printf("| model | params | threads | test | tokens/s (median) | spread | step s | GFLOP/s | MFU (%% GEMM peak) |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");

@@ -102,7 +102,6 @@ Runner add_train(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   return [o]() {
     namespace fs = std::filesystem;
-    keep_freed_memory_for_reuse();
     std::unique_ptr<Comm> comm = world_comm();
     set_num_threads(o->threads > 0 ? o->threads : default_threads());
     if (o->config.empty() == o->init_from.empty())

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "apps/commands.h"
+#include "core/alloc.h"
 #include "core/error.h"
 
 // OpenMP workers spin at barriers for a long time by default (GOMP_SPINCOUNT 300000). On a
@@ -24,6 +25,7 @@ static void bound_openmp_spinning(char** argv) {
 
 int main(int argc, char** argv) {
   bound_openmp_spinning(argv);
+  jamba::keep_freed_memory_for_reuse();
   CLI::App app{"jamba.cpp: run, serve and train Jamba hybrid Mamba-Transformer models"};
   app.require_subcommand(1);
   std::map<CLI::App*, jamba::app::Runner> runners;

@@ -1,7 +1,6 @@
 #include "train/trainer.h"
 
 #include <fcntl.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -159,11 +158,6 @@ void write_hf_model(const std::string& dir, const ParamStore& P, DType dtype,
   }
   w.write((fs::path(dir) / "model.safetensors").string());
   if (!tokenizer_path.empty()) write_tokenizer_files(dir, tokenizer_path);
-}
-
-void keep_freed_memory_for_reuse() {
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 std::string latest_checkpoint(const std::string& out_dir) {

@@ -91,11 +91,6 @@ class Trainer {
   std::vector<EvalRecord> evals_;
 };
 
-// Every training step allocates and frees the same large activation buffers; glibc returns
-// blocks above its mmap threshold to the kernel at once, so each step paid page faults and
-// zeroing for all of them (~20% of a step). Raises the thresholds so they are reused.
-void keep_freed_memory_for_reuse();
-
 // The latest complete checkpoint-<step> directory under out_dir ("" if none).
 std::string latest_checkpoint(const std::string& out_dir);
 
