@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "apps/commands.h"
+#include "apps/optim_options.h"
 #include "core/threads.h"
 #include "train/grad_tool.h"
 
@@ -26,18 +27,7 @@ Runner add_grad(CLI::App& app) {
   app.add_option("--output", o->output, "safetensors to write")->required();
   app.add_option("--steps", j.steps, "AdamW steps on the batch after the gradient (0 = none)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--lr", j.adam.lr, "peak learning rate")->default_val(1e-3);
-  app.add_option("--beta1", j.adam.beta1, "AdamW beta1")->default_val(0.9);
-  app.add_option("--beta2", j.adam.beta2, "AdamW beta2")->default_val(0.95);
-  app.add_option("--eps", j.adam.eps, "AdamW eps")->default_val(1e-8);
-  app.add_option("--weight-decay", j.adam.weight_decay, "decoupled weight decay")->default_val(0.1);
-  app.add_flag("--exclude-from-decay", j.adam.exclude_norm_bias_embedding,
-               "no weight decay on RMSNorm weights, biases and the embedding");
-  app.add_option("--clip", j.clip, "max global gradient norm (<= 0: no clipping)")->default_val(1.0);
-  app.add_option("--schedule", j.schedule.kind, "learning-rate schedule: constant or cosine")
-      ->check(CLI::IsMember({"constant", "cosine"}));
-  app.add_option("--warmup", j.schedule.warmup, "linear warmup steps")->check(CLI::NonNegativeNumber);
-  app.add_option("--min-lr-ratio", j.schedule.min_lr_ratio, "cosine: final lr / peak lr");
+  add_optimizer_options(app, j.adam, j.clip, j.schedule, "constant", 0.0);
   app.add_option("--micro-batch", j.micro_batch,
                  "sequences per micro-batch (gradient accumulation; 0 = the whole batch)")
       ->check(CLI::NonNegativeNumber);

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "apps/commands.h"
+#include "apps/optim_options.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "io/tokenizer.h"
@@ -72,18 +73,7 @@ Runner add_train(CLI::App& app) {
   app.add_option("--seq-len", o->corpus_opts.seq_len, "tokens per sequence")->default_val(256);
   app.add_option("--holdout", o->corpus_opts.holdout_fraction, "fraction of the corpus held out")
       ->default_val(0.02);
-  app.add_option("--lr", t.adam.lr, "peak learning rate")->default_val(1e-3);
-  app.add_option("--beta1", t.adam.beta1, "AdamW beta1")->default_val(0.9);
-  app.add_option("--beta2", t.adam.beta2, "AdamW beta2")->default_val(0.95);
-  app.add_option("--eps", t.adam.eps, "AdamW eps")->default_val(1e-8);
-  app.add_option("--weight-decay", t.adam.weight_decay, "decoupled weight decay")->default_val(0.1);
-  app.add_flag("--exclude-from-decay", t.adam.exclude_norm_bias_embedding,
-               "no weight decay on RMSNorm weights, biases and the embedding");
-  app.add_option("--clip", t.clip, "max global gradient norm (<= 0: none)")->default_val(1.0);
-  app.add_option("--schedule", t.schedule.kind, "constant or cosine")
-      ->default_val("cosine")->check(CLI::IsMember({"constant", "cosine"}));
-  app.add_option("--warmup", t.schedule.warmup, "linear warmup steps")->check(CLI::NonNegativeNumber);
-  app.add_option("--min-lr-ratio", t.schedule.min_lr_ratio, "cosine: final lr / peak lr")->default_val(0.1);
+  add_optimizer_options(app, t.adam, t.clip, t.schedule, "cosine", 0.1);
   app.add_option("--seed", t.seed, "data order seed");
   app.add_option("--init-seed", o->init_seed, "weight initialisation seed (with --config)");
   app.add_option("--log-every", t.log_every, "progress line every N steps")->default_val(10)->check(CLI::PositiveNumber);
