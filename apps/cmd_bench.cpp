@@ -17,6 +17,7 @@
 #include "apps/commands.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "kernels/kernels.h"
 #include "model/init.h"
 #include "model/model.h"
 #include "model/model_info.h"
@@ -32,6 +33,7 @@ double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration
 struct BenchOpts {
   std::string model, preset = "moe1b", cache_dir, jsonl;
   std::vector<std::string> dtypes{"auto"};
+  std::string activations = "auto";
   std::vector<int> threads{0};
   std::vector<int64_t> pp{512}, tg{64}, depth{0}, batch{1};
   int64_t chunk = 512;
@@ -65,15 +67,22 @@ Stat stats(std::vector<double> v) {
 struct Peaks {
   double gemm_gflops = 0, bw_gbs = 0;
 };
-Peaks measure_peaks() {
+// bf16: the GEMM the model's bf16 matrices run (cpu::gemm_bf16 with bf16 activations, oneDNN
+// when built in) instead of OpenBLAS sgemm.
+Peaks measure_peaks(bool bf16 = false) {
   Peaks p;
   const int n = 1024;
   std::vector<float> a(static_cast<size_t>(n) * n, 1.0f), b = a, c(a.size());
+  std::vector<uint16_t> w16(a.size(), 0x3f80);  // 1.0 in bf16
   double best = 0;
   for (int r = 0; r < 4; ++r) {
     auto t0 = clk::now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-                0.0f, c.data(), n);
+    if (bf16)
+      cpu::gemm_bf16({.M = n, .N = n, .K = n, .A = a.data(), .lda = n, .W = w16.data(), .ldw = n,
+                      .C = c.data(), .ldc = n, .bf16_activations = true});
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                  0.0f, c.data(), n);
     best = std::max(best, 2.0 * n * n * n / secs(t0, clk::now()) / 1e9);
   }
   p.gemm_gflops = best;
@@ -141,6 +150,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--preset", o->preset, "random model shape when no --model: r3b, moe1b, mini, tiny");
   app.add_option("--cache-dir", o->cache_dir, "where preset checkpoints are written (default: temp dir)");
   app.add_option("--dtype", o->dtypes, std::string(kDtypeHelp) + " (list)")->delimiter(',');
+  app.add_option("--activations", o->activations, kActivationsHelp);
   app.add_option("--threads,-t", o->threads, "thread counts (list; 0 = all cores)")->delimiter(',');
   app.add_option("--pp,-p", o->pp, "prompt lengths (list; 0 = skip)")->delimiter(',');
   app.add_option("--tg,-n", o->tg, "generated tokens (list; 0 = skip)")->delimiter(',');
@@ -181,7 +191,8 @@ Runner add_bench(CLI::App& app) {
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (const std::string& dt : o->dtypes) {
       reset_peak_rss();
-      Model model = Model::load(dir, {.weights = weight_type_from_name(dt)});
+      Model model = Model::load(dir, {.weights = weight_type_from_name(dt),
+                                             .activations = matmul_activations_from_name(o->activations)});
       const JambaConfig& c = model.config();
       const ModelStats ms = model_stats(c);
       const Weights& w = model.weights();
@@ -194,13 +205,16 @@ Runner add_bench(CLI::App& app) {
       double bytes_tok = double(w.matrix_bytes()) - (tied ? 0.0 : double(w.embed.bytes())) -
                          double(expert_bytes) * (1.0 - double(c.num_experts_per_tok) / double(c.num_experts));
       if (c.n_moe_layers() == 0) bytes_tok = double(w.matrix_bytes()) - (tied ? 0.0 : double(w.embed.bytes()));
-      const std::string wname = weight_type_name(w.type);
+      // "bf16/a16": bf16 weights with bf16-rounded activations (oneDNN / AVX512-BF16 path)
+      const std::string wname = std::string(weight_type_name(w.type)) + (w.bf16_activations ? "/a16" : "");
       for (int th : o->threads) {
         set_num_threads(th);
         const int nth = num_threads();
-        const Peaks pk = measure_peaks();
-        std::fprintf(stderr, "[%s %s %d threads] measured: sgemm peak %.0f GFLOP/s, read bandwidth %.1f GB/s\n",
-                     dir.c_str(), wname.c_str(), nth, pk.gemm_gflops, pk.bw_gbs);
+        const Peaks pk = measure_peaks(w.bf16_activations);
+        std::fprintf(stderr, "[%s %s %d threads] measured: %s peak %.0f GFLOP/s, read bandwidth %.1f GB/s%s\n",
+                     dir.c_str(), wname.c_str(), nth, w.bf16_activations ? "bf16 GEMM" : "sgemm",
+                     pk.gemm_gflops, pk.bw_gbs,
+                     w.bf16_activations ? (cpu::have_dnnl() ? "; bf16 prefill GEMMs: oneDNN" : "; bf16 prefill GEMMs: fallback (no oneDNN)") : "");
         auto report = [&](const std::string& test, const std::vector<double>& tps, double flop_tok, double byte_tok) {
           const Stat s = stats(tps);
           const double gf = s.median * flop_tok / 1e9, gb = s.median * byte_tok / 1e9;

@@ -12,6 +12,9 @@ using Runner = std::function<int()>;
 inline constexpr const char* kDtypeHelp =
     "weights in memory: auto (as stored), f32, bf16, int8 (linear layers int8, per-row scales), "
     "int8-experts (MoE experts only), q4 (4-bit, groups of 32)";
+inline constexpr const char* kActivationsHelp =
+    "inputs of the bf16 matrices' GEMMs: auto (bf16 when the weights are bf16, as HF runs a bf16 "
+    "checkpoint; fast AVX512-BF16/oneDNN path), f32 (closest to a float32 run), bf16";
 
 Runner add_forward(CLI::App& app);
 Runner add_info(CLI::App& app);

@@ -18,7 +18,7 @@ struct Bf16Case {
   bool bias, accumulate;
 };
 
-TEST(KernelGemmBf16, MatchesReference) {
+void check_gemm_bf16(bool bf16_activations) {
   const Bf16Case cases[] = {
       {1, 1, 1, 0, 0, 0, false, false},   {1, 37, 15, 0, 0, 0, true, false},
       {1, 64, 16, 0, 0, 0, false, false}, {2, 129, 33, 3, 1, 5, true, true},
@@ -26,6 +26,9 @@ TEST(KernelGemmBf16, MatchesReference) {
       {8, 130, 64, 0, 0, 0, false, false}, {9, 129, 31, 0, 0, 0, true, false},
       {17, 257, 65, 2, 3, 1, true, true}, {64, 200, 128, 0, 0, 0, false, false},
       {33, 1, 5, 0, 0, 0, true, false},   {4, 0, 8, 0, 0, 0, false, false},
+      // prefill shapes (oneDNN with bf16 activations), odd tails in every dimension
+      {100, 67, 257, 3, 5, 7, true, true}, {513, 130, 96, 0, 0, 0, false, false},
+      {40, 33, 1000, 0, 0, 2, true, false}, {37, 64, 31, 1, 0, 0, false, true},
   };
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -41,7 +44,8 @@ TEST(KernelGemmBf16, MatchesReference) {
     std::vector<float> want = C0, got = C0;
     GemmBf16Args a{.M = c.M, .N = c.N, .K = c.K, .A = A.data(), .lda = lda, .W = W.data(),
                    .ldw = ldw, .C = want.data(), .ldc = ldc,
-                   .bias = c.bias ? bias.data() : nullptr, .accumulate = c.accumulate};
+                   .bias = c.bias ? bias.data() : nullptr, .accumulate = c.accumulate,
+                   .bf16_activations = bf16_activations};
     ref::gemm_bf16(a);
     a.C = got.data();
     cpu::gemm_bf16(a);
@@ -57,8 +61,36 @@ TEST(KernelGemmBf16, MatchesReference) {
         const float scale = std::sqrt(float(c.K)) + 1.0f;
         worst = std::max(worst, std::fabs(got[i] - want[i]) / scale);
       }
-    EXPECT_LE(worst, tol::kKernelRel) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
+    EXPECT_LE(worst, tol::kKernelRel) << "M=" << c.M << " N=" << c.N << " K=" << c.K
+                                      << " bf16_activations=" << bf16_activations;
   }
+}
+
+TEST(KernelGemmBf16, MatchesReference) { check_gemm_bf16(false); }
+
+// Rounded activations: the reference rounds each A element to bf16 too, so fast and plain
+// kernels compute the same products (exact in f32) and differ only in summation order.
+TEST(KernelGemmBf16, Bf16ActivationsMatchReference) { check_gemm_bf16(true); }
+
+// The rounding is real: with bf16 activations the result differs from the f32-activation one by
+// about the bf16 step (2^-9 relative per element), far above summation noise.
+TEST(KernelGemmBf16, Bf16ActivationsRoundTheInputs) {
+  const int64_t M = 64, N = 32, K = 256;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> A(static_cast<size_t>(M * K)), C32(static_cast<size_t>(M * N)), C16 = C32;
+  std::vector<uint16_t> W(static_cast<size_t>(N * K));
+  for (float& x : A) x = nd(rng);
+  for (uint16_t& w : W) w = f32_to_bf16(nd(rng));
+  GemmBf16Args a{.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = W.data(), .ldw = K,
+                 .C = C32.data(), .ldc = N};
+  cpu::gemm_bf16(a);
+  a.C = C16.data();
+  a.bf16_activations = true;
+  cpu::gemm_bf16(a);
+  float worst = 0;
+  for (size_t i = 0; i < C32.size(); ++i) worst = std::max(worst, std::fabs(C32[i] - C16[i]));
+  EXPECT_GT(worst / std::sqrt(float(K)), 10 * tol::kKernelRel);
 }
 
 }  // namespace

@@ -40,6 +40,23 @@ constexpr float kF16WeightsLogits = 0.05f;
 // Fraction of positions whose top-1 token must agree with the F32 run: rounding may only flip
 // positions whose top-2 margin is below the logit error (measured: BF16 62/64 on dense-tiny).
 constexpr double kHalfWeightsTop1 = 0.9;
+// BF16 checkpoint with bf16 activations (the default for bf16 weights: every GEMM input rounded
+// to bf16, as HF runs a bf16 model; products and sums f32) vs the F32 golden logits, on the same
+// two cases: the activation rounding (2^-9 relative per input) adds noise of the size of the
+// weight rounding. Measured: dense-tiny 0.112, top-1 60/64 (f32 activations: 0.116, 62/64);
+// gqa-moe 0.177, 64/64 (0.142). On the MoE-heavy jamba-layout 1.27 vs 1.24 with f32 activations:
+// routing flips dominate either way. A lost rounding mode, transposed weights or a wrong stride
+// in the oneDNN call gives O(1..10).
+constexpr float kBf16ActivationsLogits = 0.5f;
+constexpr double kBf16ActivationsTop1 = 0.9;
+// The same bf16-activation model, a whole prompt (oneDNN) vs one token at a time (vdpbf16ps
+// kernel). Both GEMMs are float32-exact to ~3e-7 relative, but any float32 difference upstream
+// (summation order, MoE grouping, attention tiles) moves some activations across a bf16
+// rounding boundary, a 2^-8 relative jump that these random-init models amplify: measured
+// dense-tiny 0.034, gqa-moe 0.069 (0.059 with the same kernel for both; f32 activations give
+// 4.4e-6 / 1.4e-5). HF in bf16 has the same spread between its prefill and decode. ~3x headroom;
+// a stride, row-offset or state mistake gives O(1).
+constexpr float kBf16ActivationsPrefillVsDecode = 0.2f;
 
 }  // namespace jamba::tol
 

@@ -9,5 +9,5 @@ $SUDO apt-get install -y --no-install-recommends \
   build-essential cmake g++ \
   libopenblas-openmp-dev libomp-dev \
   nlohmann-json3-dev libcli11-dev libsentencepiece-dev sentencepiece \
-  libgtest-dev libgmock-dev libbenchmark-dev python3 \
+  libgtest-dev libgmock-dev libbenchmark-dev python3 libdnnl-dev \
   openmpi-bin libopenmpi-dev

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "kernels/kernels.h"
@@ -26,7 +27,7 @@ void linear_forward(const Linear& l, const float* x, int64_t M, float* y, int64_
                  .ldc = ldy, .bias = l.b});
   else if (l.w16)
     kx::gemm_bf16({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx, .W = l.w16, .ldw = l.in,
-                   .C = y, .ldc = ldy, .bias = l.b});
+                   .C = y, .ldc = ldy, .bias = l.b, .bf16_activations = l.bf16_activations});
   else
     kx::gemm({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx, .W = l.w, .ldw = l.in, .C = y,
               .ldc = ldy, .bias = l.b});
@@ -38,10 +39,10 @@ void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,
                 K = cfg.mamba_d_conv;
   const float eps = float(cfg.rms_norm_eps);
   // 1. [M, D] @ [2Din, D]^T -> [M, 2Din]: x part = cols [0, Din), gate z = [Din, 2Din)
-  std::vector<float> xz(static_cast<size_t>(M * 2 * Din));
+  Scratch xz(static_cast<size_t>(M * 2 * Din));
   linear_forward(w.in_proj, x, M, xz.data());
   // 2-4. mask, causal conv + SiLU, mask again -> xc [M, Din]
-  std::vector<float> xc(static_cast<size_t>(M * Din));
+  Scratch xc(static_cast<size_t>(M * Din));
   for (const Segment& s : segs) {
     float* xs = xz.data() + s.row0 * 2 * Din;
     if (s.mask)
@@ -56,7 +57,7 @@ void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,
   }
   // 5. [M, Din] @ [R+2N, Din]^T -> [M, R+2N] = [dt | B | C]; 6. their RMSNorms (in place)
   const int64_t S = R + 2 * N;
-  std::vector<float> sbc(static_cast<size_t>(M * S));
+  Scratch sbc(static_cast<size_t>(M * S));
   linear_forward(w.x_proj, xc.data(), M, sbc.data());
   kx::rmsnorm({.M = M, .D = R, .x = sbc.data(), .ldx = S, .w = w.dt_norm, .eps = eps,
                .y = sbc.data(), .ldy = S});
@@ -65,11 +66,11 @@ void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,
   kx::rmsnorm({.M = M, .D = N, .x = sbc.data() + R + N, .ldx = S, .w = w.c_norm, .eps = eps,
                .y = sbc.data() + R + N, .ldy = S});
   // 7. dt = softplus([M, R] @ [Din, R]^T + b) -> [M, Din]
-  std::vector<float> dt(static_cast<size_t>(M * Din));
+  Scratch dt(static_cast<size_t>(M * Din));
   linear_forward(w.dt_proj, sbc.data(), M, dt.data(), Din, S);
   kx::softplus(dt.data(), M * Din);
   // 8-10. selective scan with D skip and SiLU gate, parallel over sequences x channel blocks.
-  std::vector<float> y(static_cast<size_t>(M * Din));
+  Scratch y(static_cast<size_t>(M * Din));
   const int64_t nthr = num_threads();
   int64_t block = std::max<int64_t>(16, (Din / std::max<int64_t>(1, 4 * nthr)) / 16 * 16);
   struct Task {
@@ -100,11 +101,11 @@ void attention_forward(const JambaConfig& cfg, const AttentionWeights& w, int64_
                        const std::vector<Segment>& segs, const float* x, int64_t M, float* out) {
   const int64_t nh = cfg.num_attention_heads, nkv = cfg.num_key_value_heads, hd = cfg.head_dim();
   // [M, D] @ [nh*hd, D]^T -> q [M, nh*hd]; k, v [M, nkv*hd]
-  std::vector<float> q(static_cast<size_t>(M * nh * hd)), k(static_cast<size_t>(M * nkv * hd)), v(static_cast<size_t>(M * nkv * hd));
+  Scratch q(static_cast<size_t>(M * nh * hd)), k(static_cast<size_t>(M * nkv * hd)), v(static_cast<size_t>(M * nkv * hd));
   linear_forward(w.q, x, M, q.data());
   linear_forward(w.k, x, M, k.data());
   linear_forward(w.v, x, M, v.data());
-  std::vector<float> o(static_cast<size_t>(M * nh * hd));
+  Scratch o(static_cast<size_t>(M * nh * hd));
   const float scale = 1.0f / std::sqrt(float(hd));
   for (const Segment& s : segs) {
     AttnLayerState& c = s.state->attn[size_t(il)];
@@ -129,7 +130,7 @@ void attention_forward(const JambaConfig& cfg, const AttentionWeights& w, int64_
 
 void mlp_forward(const MlpWeights& w, const float* x, int64_t M, float* out) {
   const int64_t I = w.gate.out;
-  std::vector<float> g(static_cast<size_t>(M * I)), u(static_cast<size_t>(M * I));
+  Scratch g(static_cast<size_t>(M * I)), u(static_cast<size_t>(M * I));
   linear_forward(w.gate, x, M, g.data());  // [M, D] -> [M, I]
   linear_forward(w.up, x, M, u.data());
   kx::silu_mul(g.data(), u.data(), g.data(), M * I);

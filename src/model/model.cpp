@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "model/blocks.h"
@@ -37,7 +38,20 @@ Model Model::load(const std::string& dir, LoadOptions opts) {
   const std::string cfg_path = (std::filesystem::path(dir) / "config.json").string();
   JambaConfig cfg = JambaConfig::from_file(cfg_path);
   Weights w = Weights::load(cfg, dir, opts.weights);
+  const bool bf16_act = opts.activations == MatmulActivations::Bf16 ||
+                        (opts.activations == MatmulActivations::Auto && w.matrices_bf16);
+  auto set = [&](const Linear& l) { const_cast<Linear&>(l).bf16_activations = bf16_act && l.w16; };
+  for_each_matrix(w, cfg, [&](const std::string&, const Linear& l) { set(l); });
+  set(w.lm_head);  // a tied head is its own Linear viewing the embedding
+  w.bf16_activations = bf16_act && w.matrices_bf16;
   return Model(std::move(cfg), std::move(w));
+}
+
+MatmulActivations matmul_activations_from_name(const std::string& name) {
+  if (name == "auto") return MatmulActivations::Auto;
+  if (name == "f32") return MatmulActivations::F32;
+  if (name == "bf16") return MatmulActivations::Bf16;
+  fail("[--activations] expected auto, f32 or bf16, got '", name, "'");
 }
 
 void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
@@ -75,7 +89,7 @@ void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
     row += len;
   }
   // Embedding gather: [M] -> [M, D]
-  std::vector<float> h(static_cast<size_t>(M * D)), xn(static_cast<size_t>(M * D)), tmp(static_cast<size_t>(M * D));
+  Scratch h(static_cast<size_t>(M * D)), xn(static_cast<size_t>(M * D)), tmp(static_cast<size_t>(M * D));
   row = 0;
   for (const BatchItem& it : batch)
     for (int32_t tok : it.tokens) {
@@ -87,7 +101,7 @@ void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
     }
   if (out->capture_hidden) {
     out->hidden.clear();
-    out->hidden.push_back(h);
+    out->hidden.push_back(h.to_vector());
   }
   const RmsNormArgs norm{.M = M, .D = D, .x = h.data(), .ldx = D, .w = nullptr, .eps = eps,
                          .y = xn.data(), .ldy = D};
@@ -109,7 +123,7 @@ void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
     else
       mlp_forward(lw.mlp, xn.data(), M, tmp.data());
     for (int64_t i = 0; i < M * D; ++i) h[size_t(i)] += tmp[size_t(i)];
-    if (out->capture_hidden && il + 1 < cfg_.layers.size()) out->hidden.push_back(h);
+    if (out->capture_hidden && il + 1 < cfg_.layers.size()) out->hidden.push_back(h.to_vector());
   }
   for (Segment& s : segs) s.state->pos += s.len;
 
@@ -128,7 +142,7 @@ void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
   n.w = w_.final_norm;
   if (out->capture_hidden) {
     kx::rmsnorm(n);
-    out->hidden.push_back(xn);
+    out->hidden.push_back(xn.to_vector());
   }
   const int64_t R = int64_t(want.size());
   std::vector<float> sel(static_cast<size_t>(R * D));

@@ -43,8 +43,18 @@ struct ForwardOutput {
 WeightType weight_type_from_name(const std::string& name);
 const char* weight_type_name(WeightType t);
 
+// The activations entering the GEMMs of bf16 matrices. Auto = Bf16 when the matrices are held
+// in bf16: each input is rounded to bf16, as HF computes a bf16 checkpoint, and the GEMMs run on
+// the AVX512-BF16 dot products / oneDNN's bf16 matmul (~4x the f32 rate for prefill). F32 keeps
+// float32 inputs (bf16 weights times f32 activations: closest to a float32 run, slower prefill).
+// Quantized and f32 matrices always take f32 activations.
+enum class MatmulActivations { Auto, F32, Bf16 };
+// "auto", "f32", "bf16"; anything else throws naming the value.
+MatmulActivations matmul_activations_from_name(const std::string& name);
+
 struct LoadOptions {
   WeightType weights = WeightType::Auto;
+  MatmulActivations activations = MatmulActivations::Auto;
 };
 
 class Model {

@@ -26,6 +26,7 @@ struct Linear {
   QuantKind quant = QuantKind::None;
   const uint8_t* wq = nullptr;    // Int8: [out, in] int8; Q4: [out, q4_row_bytes(in)]
   const float* scale = nullptr;   // Int8: [out]; Q4: [out, q4_groups(in)]
+  bool bf16_activations = false;  // w16 only: inputs rounded to bf16 (MatmulActivations, model.h)
 
   size_t bytes() const;  // weight bytes in memory, scales included (bias excluded)
 };
@@ -83,6 +84,7 @@ struct Weights {
   bool matrices_bf16 = false;  // the matrices that are not quantized are bf16 (else f32)
   WeightType type = WeightType::F32;  // resolved (never Auto): F32, BF16, Int8, Int8Experts or Q4
   bool prequantized = false;   // read from a quantized checkpoint (quantization_config)
+  bool bf16_activations = false;  // the bf16 matrices round their inputs (MatmulActivations)
 
   static Weights load(const JambaConfig& cfg, const std::string& dir, WeightType type);
   size_t matrix_bytes() const;  // memory held by the big matrices (f32 or bf16)

@@ -338,8 +338,8 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
 }
 
 void softplus(float* x, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) x[i] = softplus_scalar(x[i]);
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) x[i] = softplus_fast(x[i]);
 }
 
 }  // namespace jamba::cpu

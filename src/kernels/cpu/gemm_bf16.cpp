@@ -14,6 +14,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "core/dtype.h"
+#include "kernels/cpu/dnnl_matmul.h"
 #include "kernels/kernels.h"
 
 namespace jamba::cpu {
@@ -23,6 +24,9 @@ namespace {
 constexpr int64_t kMaxSmallM = 8;   // rows per register-blocked pass
 constexpr int64_t kStreamMaxM = 32;  // up to this many rows, stream the bf16 weights M/8 times
                                      // rather than widening every panel to f32
+// bf16 activations: from this many rows oneDNN's bf16 matmul beats the vdpbf16ps kernel (2
+// threads, 2048 x 1024 expert matrix: M = 8: 198 vs 224 GFLOP/s; M = 16: 297 vs 221).
+constexpr int64_t kDnnlMinM = 9;
 
 // out[m] = sum_k A[m,k] * W[n,k] for one weight row and up to 8 activation rows.
 template <int MR>
@@ -78,10 +82,128 @@ void widen(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
 }
 
+// A[M, K] (lda) rounded to bf16 (nearest even), packed [M, K].
+std::vector<uint16_t> round_rows(const float* A, int64_t lda, int64_t M, int64_t K) {
+  std::vector<uint16_t> out(static_cast<size_t>(M * K));
+#pragma omp parallel for schedule(static) if (M * K > 65536)
+  for (int64_t m = 0; m < M; ++m) {
+    const float* src = A + m * lda;
+    uint16_t* dst = out.data() + m * K;
+    int64_t k = 0;
+#if defined(__AVX512BF16__)
+    for (; k + 16 <= K; k += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k),
+                          reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k))));
+#endif
+    for (; k < K; ++k) dst[k] = f32_to_bf16(src[k]);
+  }
+  return out;
+}
+
+#if defined(__AVX512BF16__)
+// out[m][r] = sum_k A[m,k] * W[r,k] for NR weight rows and MR activation rows, all bf16, with
+// vdpbf16ps (two products per f32 lane): each activation load serves NR weight rows.
+template <int MR, int NR>
+void dot_rows_bf16(const uint16_t* A, int64_t lda, const uint16_t* w, int64_t ldw, int64_t K,
+                   float (*out)[NR]) {
+  __m512 acc[MR][NR];
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 32) {
+    const __mmask32 mk = K - k >= 32 ? ~__mmask32(0) : __mmask32((1u << (K - k)) - 1u);
+    __m512bh wv[NR];
+    for (int r = 0; r < NR; ++r)
+      wv[r] = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mk, w + r * ldw + k));
+    for (int m = 0; m < MR; ++m) {
+      const __m512bh av = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mk, A + m * lda + k));
+      for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], av, wv[r]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < NR; ++r) out[m][r] = _mm512_reduce_add_ps(acc[m][r]);
+}
+
+template <int MR>
+void small_m_bf16(const GemmBf16Args& a, const uint16_t* A, int64_t lda) {
+  constexpr int NR = MR <= 4 ? 4 : 2;
+  const int64_t nblocks = (a.N + NR - 1) / NR;
+  auto store = [&](int64_t n, int m, float v) {
+    v += a.bias ? a.bias[n] : 0.0f;
+    float& c = a.C[m * a.ldc + n];
+    c = a.accumulate ? c + v : v;
+  };
+#pragma omp parallel for schedule(static) if (a.N * a.K > 65536)
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t n0 = b * NR;
+    if (n0 + NR <= a.N) {
+      float r[MR][NR];
+      dot_rows_bf16<MR, NR>(A, lda, a.W + n0 * a.ldw, a.ldw, a.K, r);
+      for (int m = 0; m < MR; ++m)
+        for (int j = 0; j < NR; ++j) store(n0 + j, m, r[m][j]);
+    } else {
+      for (int64_t n = n0; n < a.N; ++n) {
+        float r[MR][1];
+        dot_rows_bf16<MR, 1>(A, lda, a.W + n * a.ldw, a.ldw, a.K, r);
+        for (int m = 0; m < MR; ++m) store(n, m, r[m][0]);
+      }
+    }
+  }
+}
+#endif
+
+// bf16_activations: round A, then oneDNN (large M) or the vdpbf16ps kernel (small M); without
+// AVX512-BF16 / oneDNN the rounded activations go through the f32-activation paths below.
+bool gemm_bf16_rounded(const GemmBf16Args& a) {
+  const std::vector<uint16_t> ab = round_rows(a.A, a.lda, a.M, a.K);
+  if (a.M >= kDnnlMinM) {
+    if (detail::dnnl_matmul_bf16(a.M, a.N, a.K, ab.data(), a.K, a.W, a.ldw, a.C, a.ldc, a.bias,
+                                 a.accumulate))
+      return true;
+  }
+#if defined(__AVX512BF16__)
+  if (a.M <= kStreamMaxM) {
+    GemmBf16Args s = a;
+    for (int64_t m0 = 0; m0 < a.M; m0 += kMaxSmallM) {
+      s.M = std::min(kMaxSmallM, a.M - m0);
+      s.C = a.C + m0 * a.ldc;
+      const uint16_t* A = ab.data() + m0 * a.K;
+      switch (s.M) {
+        case 1: small_m_bf16<1>(s, A, a.K); break;
+        case 2: small_m_bf16<2>(s, A, a.K); break;
+        case 3: small_m_bf16<3>(s, A, a.K); break;
+        case 4: small_m_bf16<4>(s, A, a.K); break;
+        case 5: small_m_bf16<5>(s, A, a.K); break;
+        case 6: small_m_bf16<6>(s, A, a.K); break;
+        case 7: small_m_bf16<7>(s, A, a.K); break;
+        default: small_m_bf16<8>(s, A, a.K); break;
+      }
+    }
+    return true;
+  }
+#endif
+  return false;
+}
+
 }  // namespace
+
+bool have_dnnl() { return detail::dnnl_available(); }
 
 void gemm_bf16(const GemmBf16Args& a) {
   if (a.M == 0 || a.N == 0) return;
+  std::vector<float> rounded;  // only for the fallback of bf16_activations
+  GemmBf16Args f = a;
+  if (a.bf16_activations) {
+    if (gemm_bf16_rounded(a)) return;
+    rounded.resize(static_cast<size_t>(a.M * a.K));
+    for (int64_t m = 0; m < a.M; ++m)
+      for (int64_t k = 0; k < a.K; ++k)
+        rounded[size_t(m * a.K + k)] = bf16_to_f32(f32_to_bf16(a.A[m * a.lda + k]));
+    f.A = rounded.data();
+    f.lda = a.K;
+    f.bf16_activations = false;
+    gemm_bf16(f);
+    return;
+  }
   if (a.M <= kStreamMaxM) {
     // Split M into chunks the register-blocked kernel handles.
     GemmBf16Args s = a;

@@ -37,4 +37,35 @@ inline float exp_fast(float x) {
 #pragma omp declare simd notinbranch
 inline float silu_fast(float x) { return x / (1.0f + exp_fast(-x)); }
 
+// log1p(u) for u in [0, 1], ~2 ulp: w = 1 + u split as 2^e * m with m in [sqrt(1/2), sqrt(2)),
+// log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172 (odd series to s^13, truncation
+// < 1e-10), then the rounding of 1 + u is undone by the factor u / (w - 1) (Goldberg's trick; for
+// u below half an ulp of 1, w == 1 and the result is u).
+#pragma omp declare simd notinbranch
+inline float log1p_unit(float u) {
+  const float w = 1.0f + u;
+  const bool big = w > 1.41421356f;
+  const float m = big ? 0.5f * w : w;
+  const float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+  float p = 1.0f / 13.0f;
+  p = p * s2 + 1.0f / 11.0f;
+  p = p * s2 + 1.0f / 9.0f;
+  p = p * s2 + 1.0f / 7.0f;
+  p = p * s2 + 1.0f / 5.0f;
+  p = p * s2 + 1.0f / 3.0f;
+  p = p * s2 + 1.0f;
+  const float lw = (big ? 0.693147180559945f : 0.0f) + 2.0f * s * p;
+  const float d = w - 1.0f;
+  return d == 0.0f ? u : lw * (u / d);
+}
+
+// torch softplus (threshold 20): x above 20 passes through, else log1p(exp(x)) computed as
+// max(x, 0) + log1p(exp(-|x|)) so the exp never overflows.
+#pragma omp declare simd notinbranch
+inline float softplus_fast(float x) {
+  const float ax = x < 0.0f ? -x : x;
+  const float r = (x > 0.0f ? x : 0.0f) + log1p_unit(exp_fast(-ax));
+  return x > 20.0f ? x : r;
+}
+
 }  // namespace jamba::cpu

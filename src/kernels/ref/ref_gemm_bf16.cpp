@@ -7,8 +7,11 @@ void gemm_bf16(const GemmBf16Args& a) {
   for (int64_t m = 0; m < a.M; ++m)
     for (int64_t n = 0; n < a.N; ++n) {
       double s = a.bias ? a.bias[n] : 0.0;
-      for (int64_t k = 0; k < a.K; ++k)
-        s += double(a.A[m * a.lda + k]) * bf16_to_f32(a.W[n * a.ldw + k]);
+      for (int64_t k = 0; k < a.K; ++k) {
+        float x = a.A[m * a.lda + k];
+        if (a.bf16_activations) x = bf16_to_f32(f32_to_bf16(x));
+        s += double(x) * bf16_to_f32(a.W[n * a.ldw + k]);
+      }
       float& c = a.C[m * a.ldc + n];
       c = a.accumulate ? c + float(s) : float(s);
     }

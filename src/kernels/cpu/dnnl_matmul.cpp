@@ -1,0 +1,93 @@
+// oneDNN glue: one cached matmul primitive per shape (prefill sees a handful: the chunk size,
+// its tail, the MoE group sizes), weights passed as a strided view of the bf16 tensor.
+#include "kernels/cpu/dnnl_matmul.h"
+
+#if defined(JAMBA_HAVE_DNNL)
+#include <dnnl.hpp>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+#endif
+
+namespace jamba::cpu::detail {
+
+#if defined(JAMBA_HAVE_DNNL)
+namespace {
+
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+
+struct Dnnl {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  std::mutex mu;
+  std::map<Key, dnnl::matmul> cache;
+};
+
+Dnnl& dnnl_state() {
+  static Dnnl d;
+  return d;
+}
+
+dnnl::matmul primitive(Dnnl& d, const Key& key) {
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto it = d.cache.find(key);
+  if (it != d.cache.end()) return it->second;
+  const auto [M, N, K, lda, ldw, ldc, acc] = key;
+  using dt = dnnl::memory::data_type;
+  // A: [M, K] row stride lda; W as [K, N] with strides (1, ldw) = the [N, K] tensor transposed;
+  // C: [M, N] row stride ldc.
+  const dnnl::memory::desc a_md({M, K}, dt::bf16, dnnl::memory::dims{lda, 1});
+  const dnnl::memory::desc w_md({K, N}, dt::bf16, dnnl::memory::dims{1, ldw});
+  const dnnl::memory::desc c_md({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  if (acc) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul mm(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, w_md, c_md), attr, d.eng));
+  d.cache.emplace(key, mm);
+  return mm;
+}
+
+}  // namespace
+
+bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+                      const uint16_t* W, int64_t ldw, float* C, int64_t ldc, const float* bias,
+                      bool accumulate) {
+  Dnnl& d = dnnl_state();
+  dnnl::matmul mm;
+  try {
+    mm = primitive(d, {M, N, K, lda, ldw, ldc, accumulate || bias});
+  } catch (const dnnl::error&) {
+    return false;  // no implementation for this shape / CPU: the caller's own path runs
+  }
+  if (bias)  // C = (C or 0) + bias, then the primitive adds the product (sum post-op)
+    for (int64_t m = 0; m < M; ++m) {
+      float* c = C + m * ldc;
+      for (int64_t n = 0; n < N; ++n) c[n] = (accumulate ? c[n] : 0.0f) + bias[n];
+    }
+  using dt = dnnl::memory::data_type;
+  dnnl::memory a({{M, K}, dt::bf16, dnnl::memory::dims{lda, 1}}, d.eng, const_cast<uint16_t*>(A));
+  dnnl::memory w({{K, N}, dt::bf16, dnnl::memory::dims{1, ldw}}, d.eng, const_cast<uint16_t*>(W));
+  dnnl::memory c({{M, N}, dt::f32, dnnl::memory::dims{ldc, 1}}, d.eng, C);
+  mm.execute(d.strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c}});
+  d.strm.wait();
+  return true;
+}
+
+bool dnnl_available() { return true; }
+
+#else
+
+bool dnnl_matmul_bf16(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*,
+                      int64_t, float*, int64_t, const float*, bool) {
+  return false;
+}
+
+bool dnnl_available() { return false; }
+
+#endif
+
+}  // namespace jamba::cpu::detail
