@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -28,11 +30,35 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   }
   size_ = size_t(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    const char* env = std::getenv("JAMBA_MMAP");
+    const bool map_file = env && std::strcmp(env, "0") != 0;
+    void* p = map_file ? ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0)
+                       : ::mmap(nullptr, size_, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
       int e = errno;
       ::close(fd);
-      fail(path, ": mmap failed: ", std::strerror(e));
+      fail(path, map_file ? ": mmap failed: " : ": cannot allocate memory for the file: ",
+           std::strerror(e));
+    }
+    if (!map_file) {
+      ::madvise(p, size_, MADV_HUGEPAGE);  // a hint: without THP the copy still streams fast
+      auto* dst = static_cast<uint8_t*>(p);
+      size_t off = 0;
+      while (off < size_) {
+        const ssize_t r = ::pread(fd, dst + off, std::min<size_t>(size_ - off, size_t(1) << 26),
+                                  off_t(off));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+          const int e = r < 0 ? errno : 0;
+          ::munmap(p, size_);
+          ::close(fd);
+          fail(path, ": read failed at byte ", off, " of ", size_, ": ",
+               e ? std::strerror(e) : "unexpected end of file");
+        }
+        off += size_t(r);
+      }
+      ::mprotect(p, size_, PROT_READ);
     }
     data_ = static_cast<const uint8_t*>(p);
   }

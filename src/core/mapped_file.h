@@ -1,4 +1,10 @@
-// Read-only memory map of a whole file (RAII, move-only).
+// A whole file, read-only in memory (RAII, move-only).
+//
+// By default the file is read into anonymous memory (asking for transparent huge pages) rather
+// than memory-mapped: on this VM streaming a 5.8 GB file-backed mapping ran at 5 GB/s where the
+// same bytes in anonymous memory stream at 25 GB/s (one thread), and decode reads every weight
+// once per token. Resident memory is the same (mapped file pages count too); the cost is the
+// read at load (~1 s per 5 GB from the page cache). JAMBA_MMAP=1 in the environment maps instead.
 #pragma once
 #include <cstddef>
 #include <cstdint>
