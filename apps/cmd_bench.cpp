@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -202,9 +203,15 @@ Runner add_bench(CLI::App& app) {
       for (const auto& l : w.layers)
         for (const auto& e : l.moe.experts) expert_bytes += e.gate.bytes() + e.up.bytes() + e.down.bytes();
       const bool tied = c.tie_word_embeddings;
-      double bytes_tok = double(w.matrix_bytes()) - (tied ? 0.0 : double(w.embed.bytes())) -
-                         double(expert_bytes) * (1.0 - double(c.num_experts_per_tok) / double(c.num_experts));
-      if (c.n_moe_layers() == 0) bytes_tok = double(w.matrix_bytes()) - (tied ? 0.0 : double(w.embed.bytes()));
+      const double all_bytes = double(w.matrix_bytes()) - (tied ? 0.0 : double(w.embed.bytes()));
+      // Weight bytes one decode step of B sequences reads: B tokens each pick k of E experts, so
+      // (uniform routing) E * (1 - (1 - k/E)^B) distinct experts per MoE layer are read.
+      auto bytes_step = [&](int64_t B) {
+        if (c.n_moe_layers() == 0 || expert_bytes == 0) return all_bytes;
+        const double E = double(c.num_experts), k = double(c.num_experts_per_tok);
+        const double used = 1.0 - std::pow(1.0 - k / E, double(B));  // fraction of experts read
+        return all_bytes - double(expert_bytes) * (1.0 - used);
+      };
       // "bf16/a16": bf16 weights with bf16-rounded activations (oneDNN / AVX512-BF16 path)
       const std::string wname = std::string(weight_type_name(w.type)) + (w.bf16_activations ? "/a16" : "");
       for (int th : o->threads) {
@@ -251,7 +258,7 @@ Runner add_bench(CLI::App& app) {
               for (int r = 0; r < o->reps; ++r) tps.push_back(double(G * B) / generate(model, B, d, G, o->chunk));
               const double attn = 4.0 * double(d) * double(c.num_attention_heads * c.head_dim()) * double(c.n_attention_layers());
               report("tg" + std::to_string(G) + (d ? " @ d" + std::to_string(d) : "") + (B > 1 ? " x" + std::to_string(B) : ""),
-                     tps, double(ms.flops_per_token) + attn, bytes_tok / double(B));
+                     tps, double(ms.flops_per_token) + attn, bytes_step(B) / double(B));
             }
           }
         }

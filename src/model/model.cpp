@@ -40,10 +40,13 @@ Model Model::load(const std::string& dir, LoadOptions opts) {
   Weights w = Weights::load(cfg, dir, opts.weights);
   const bool bf16_act = opts.activations == MatmulActivations::Bf16 ||
                         (opts.activations == MatmulActivations::Auto && w.matrices_bf16);
-  auto set = [&](const Linear& l) { const_cast<Linear&>(l).bf16_activations = bf16_act && l.w16; };
-  for_each_matrix(w, cfg, [&](const std::string&, const Linear& l) { set(l); });
-  set(w.lm_head);  // a tied head is its own Linear viewing the embedding
-  w.bf16_activations = bf16_act && w.matrices_bf16;
+  w.bf16_activations = false;
+  auto set = [&](const Linear& l, bool gemm) {
+    const_cast<Linear&>(l).bf16_activations = bf16_act && l.w16;
+    if (gemm && l.bf16_activations) w.bf16_activations = true;
+  };
+  for_each_matrix(w, cfg, [&](const std::string&, const Linear& l) { set(l, &l != &w.embed); });
+  set(w.lm_head, true);  // a tied head is its own Linear viewing the embedding
   return Model(std::move(cfg), std::move(w));
 }
 

@@ -84,7 +84,7 @@ struct Weights {
   bool matrices_bf16 = false;  // the matrices that are not quantized are bf16 (else f32)
   WeightType type = WeightType::F32;  // resolved (never Auto): F32, BF16, Int8, Int8Experts or Q4
   bool prequantized = false;   // read from a quantized checkpoint (quantization_config)
-  bool bf16_activations = false;  // the bf16 matrices round their inputs (MatmulActivations)
+  bool bf16_activations = false;  // some GEMM matrix rounds its inputs to bf16 (MatmulActivations)
 
   static Weights load(const JambaConfig& cfg, const std::string& dir, WeightType type);
   size_t matrix_bytes() const;  // memory held by the big matrices (f32 or bf16)

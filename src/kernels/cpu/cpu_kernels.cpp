@@ -152,65 +152,70 @@ void attention(const AttentionArgs& a) {
   const bool par = a.Lq * a.T * a.nh * hd > 65536;
 #pragma omp parallel if (par)
   {
+    // Per tile of kQTile queries x G heads (R rows) and kKTile keys: S = Q K^T and acc += P V are
+    // two small sgemms (OpenBLAS runs them on this thread inside the parallel region); the mask,
+    // the online-softmax update and exp are vectorised over the tile's keys.
     const int64_t rows = kQTile * G;
     std::vector<float> acc(static_cast<size_t>(rows * hd));
     std::vector<float> m(static_cast<size_t>(rows));
     std::vector<float> l(static_cast<size_t>(rows));
-    std::vector<float> s(static_cast<size_t>(kKTile));
+    std::vector<float> qt_buf(static_cast<size_t>(rows * hd));
+    std::vector<float> S(static_cast<size_t>(rows * kKTile));
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t g = 0; g < a.nkv; ++g)
       for (int64_t qt = 0; qt < n_qt; ++qt) {
         const int64_t i0 = qt * kQTile, i1 = std::min(a.Lq, i0 + kQTile);
+        const int64_t R = (i1 - i0) * G;
         const float* K = a.k + g * a.kv_head_stride;
         const float* V = a.v + g * a.kv_head_stride;
         std::fill(acc.begin(), acc.end(), 0.0f);
         std::fill(m.begin(), m.end(), -INFINITY);
         std::fill(l.begin(), l.end(), 0.0f);
+        // Q rows of the tile, row r = (i - i0) * G + hh, pre-scaled.
+        for (int64_t i = i0; i < i1; ++i)
+          for (int64_t hh = 0; hh < G; ++hh) {
+            const float* q = a.q + i * a.ldq + (g * G + hh) * hd;
+            float* dst = qt_buf.data() + ((i - i0) * G + hh) * hd;
+            for (int64_t e = 0; e < hd; ++e) dst[e] = q[e] * a.scale;
+          }
         const int64_t kend = std::min(a.T, a.pos0 + i1);  // keys beyond are masked for all rows
         for (int64_t j0 = 0; j0 < kend; j0 += kKTile) {
-          const int64_t j1 = std::min(kend, j0 + kKTile);
-          for (int64_t i = i0; i < i1; ++i) {
-            const int64_t p = a.pos0 + i;
-            const int64_t jmax = std::min(j1, p + 1);  // causal
-            if (jmax <= j0) continue;
-            for (int64_t hh = 0; hh < G; ++hh) {
-              const int64_t h = g * G + hh;
-              const int64_t r = (i - i0) * G + hh;
-              const float* q = a.q + i * a.ldq + h * hd;
-              float tile_max = -INFINITY;
-              for (int64_t j = j0; j < jmax; ++j) {
-                if (a.key_valid && !a.key_valid[j]) {
-                  s[size_t(j - j0)] = -INFINITY;
-                  continue;
-                }
-                const float* kr = K + j * hd;
-                float d = 0;
-#pragma omp simd reduction(+ : d)
-                for (int64_t e = 0; e < hd; ++e) d += q[e] * kr[e];
-                d *= a.scale;
-                s[size_t(j - j0)] = d;
-                tile_max = std::max(tile_max, d);
-              }
-              if (tile_max == -INFINITY) continue;
-              const float m_new = std::max(m[size_t(r)], tile_max);
-              const float corr = std::exp(m[size_t(r)] - m_new);  // exp(-inf) = 0 first time
-              float* ac = acc.data() + r * hd;
-              float lsum = l[size_t(r)] * corr;
-#pragma omp simd
-              for (int64_t e = 0; e < hd; ++e) ac[e] *= corr;
-              for (int64_t j = j0; j < jmax; ++j) {
-                const float sj = s[size_t(j - j0)];
-                if (sj == -INFINITY) continue;
-                const float pj = std::exp(sj - m_new);
-                lsum += pj;
-                const float* vr = V + j * hd;
-#pragma omp simd
-                for (int64_t e = 0; e < hd; ++e) ac[e] += pj * vr[e];
-              }
-              l[size_t(r)] = lsum;
-              m[size_t(r)] = m_new;
+          const int64_t j1 = std::min(kend, j0 + kKTile), nk = j1 - j0;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(R), blasint(nk), blasint(hd),
+                      1.0f, qt_buf.data(), blasint(hd), K + j0 * hd, blasint(hd), 0.0f, S.data(),
+                      blasint(nk));
+          for (int64_t r = 0; r < R; ++r) {
+            const int64_t p = a.pos0 + i0 + r / G;
+            float* sr = S.data() + r * nk;
+            const int64_t jmax = std::min(j1, p + 1);  // causal: keys j < jmax are allowed
+            float tile_max = -INFINITY;
+            for (int64_t j = j0; j < j1; ++j) {
+              const bool ok = j < jmax && (!a.key_valid || a.key_valid[j]);
+              if (!ok) sr[j - j0] = -INFINITY;
+              else tile_max = std::max(tile_max, sr[j - j0]);
             }
+            if (tile_max == -INFINITY) {  // nothing allowed in this tile: the row adds nothing
+              std::fill(sr, sr + nk, 0.0f);
+              continue;
+            }
+            const float m_new = std::max(m[size_t(r)], tile_max);
+            const float corr = exp_fast(m[size_t(r)] - m_new);  // 0 the first time (clamped)
+            float lsum = 0.0f;
+#pragma omp simd reduction(+ : lsum)
+            for (int64_t j = 0; j < nk; ++j) {
+              const float pj = sr[j] == -INFINITY ? 0.0f : exp_fast(sr[j] - m_new);
+              sr[j] = pj;
+              lsum += pj;
+            }
+            l[size_t(r)] = l[size_t(r)] * corr + lsum;
+            m[size_t(r)] = m_new;
+            float* ac = acc.data() + r * hd;
+#pragma omp simd
+            for (int64_t e = 0; e < hd; ++e) ac[e] *= corr;
           }
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(R), blasint(hd), blasint(nk),
+                      1.0f, S.data(), blasint(nk), V + j0 * hd, blasint(hd), 1.0f, acc.data(),
+                      blasint(hd));
         }
         for (int64_t i = i0; i < i1; ++i)
           for (int64_t hh = 0; hh < G; ++hh) {
