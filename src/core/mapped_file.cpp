@@ -15,7 +15,7 @@
 
 namespace jamba {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+MappedFile::MappedFile(const std::string& path, bool read_into_memory) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
   struct stat st {};
@@ -31,7 +31,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   size_ = size_t(st.st_size);
   if (size_ > 0) {
     const char* env = std::getenv("JAMBA_MMAP");
-    const bool map_file = env && std::strcmp(env, "0") != 0;
+    const bool map_file = !read_into_memory || (env && std::strcmp(env, "0") != 0);
     void* p = map_file ? ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0)
                        : ::mmap(nullptr, size_, PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -1,10 +1,11 @@
 // A whole file, read-only in memory (RAII, move-only).
 //
-// By default the file is read into anonymous memory (asking for transparent huge pages) rather
-// than memory-mapped: on this VM streaming a 5.8 GB file-backed mapping ran at 5 GB/s where the
-// same bytes in anonymous memory stream at 25 GB/s (one thread), and decode reads every weight
-// once per token. Resident memory is the same (mapped file pages count too); the cost is the
-// read at load (~1 s per 5 GB from the page cache). JAMBA_MMAP=1 in the environment maps instead.
+// Memory-mapped by default. read_into_memory: the file is read into anonymous memory (asking for
+// transparent huge pages) instead, for checkpoints whose weights are used in place: on this VM
+// streaming a 5.8 GB file-backed mapping ran at 5 GB/s where the same bytes in anonymous memory
+// stream at 25 GB/s (one thread), and decode reads every weight once per token. Resident memory
+// is the same (touched mapped pages count too); the cost is the read at load (~1 s per 5 GB from
+// the page cache). JAMBA_MMAP=1 in the environment maps anyway.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -15,7 +16,7 @@ namespace jamba {
 class MappedFile {
  public:
   MappedFile() = default;
-  explicit MappedFile(const std::string& path);  // throws Error naming the path
+  explicit MappedFile(const std::string& path, bool read_into_memory = false);  // throws naming the path
   ~MappedFile();
   MappedFile(MappedFile&& o) noexcept;
   MappedFile& operator=(MappedFile&& o) noexcept;

@@ -27,9 +27,10 @@ bool is_float(DType t) {
 }
 }  // namespace
 
-std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path,
+                                                       bool read_into_memory) {
   auto f = std::make_shared<SafetensorsFile>();
-  f->file_ = MappedFile(path);
+  f->file_ = MappedFile(path, read_into_memory);
   const size_t size = f->file_.size();
   const uint8_t* base = f->file_.data();
   if (size < 8) fail(path, ": truncated safetensors file: ", size, " bytes, need at least 8");
@@ -146,7 +147,7 @@ const TensorInfo& SafetensorsFile::get(const std::string& name) const {
   return *t;
 }
 
-Checkpoint Checkpoint::open(const std::string& dir) {
+Checkpoint Checkpoint::open(const std::string& dir, bool read_into_memory) {
   Checkpoint ck;
   ck.dir_ = dir;
   if (!fs::is_directory(dir)) fail(dir, ": model directory does not exist");
@@ -196,7 +197,7 @@ Checkpoint Checkpoint::open(const std::string& dir) {
       fail(index.string(), ": shard '", shard, "' (listed for tensor '", first,
            "') does not exist in ", dir);
     }
-    auto f = SafetensorsFile::open((fs::path(dir) / shard).string());
+    auto f = SafetensorsFile::open((fs::path(dir) / shard).string(), read_into_memory);
     for (const auto& [name, t] : f->tensors()) {
       if (!weight_map.empty()) {
         auto w = weight_map.find(name);

@@ -28,7 +28,8 @@ class SafetensorsFile {
  public:
   // Maps and validates: header length, JSON, dtypes, shapes, offsets inside the data area and
   // non-overlapping, byte size == numel * dtype size. Throws Error naming file and tensor.
-  static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  // read_into_memory: see MappedFile (for weights used in place).
+  static std::shared_ptr<SafetensorsFile> open(const std::string& path, bool read_into_memory = false);
 
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -48,7 +49,7 @@ class SafetensorsFile {
 // (fallback) every *.safetensors in the directory. Tensor names are unique across shards.
 class Checkpoint {
  public:
-  static Checkpoint open(const std::string& dir);
+  static Checkpoint open(const std::string& dir, bool read_into_memory = false);
 
   const TensorInfo* find(const std::string& name) const;
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
