@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <algorithm>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -375,6 +376,7 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
   Weights w;
   const WeightType stored = stored_weight_type(dir + "/config.json");
   w.checkpoint = Checkpoint::open(dir);
+  bool in_place_file = false;
   {
     // Weights used in place as stored (a quantized checkpoint, or auto / the file's own float
     // type) are read into memory for fast streaming (MappedFile); a checkpoint converted at load
@@ -385,6 +387,7 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
                           (type == WeightType::BF16 && fdt == DType::BF16) ||
                           (type == WeightType::F32 && fdt == DType::F32);
     if (in_place) w.checkpoint = Checkpoint::open(dir, true);
+    in_place_file = in_place;
   }
   Loader L(cfg, w);
   if (stored != WeightType::Auto) {
@@ -477,6 +480,19 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
     w.layers.push_back(std::move(lw));
   }
   L.finish();
+  // Converted at load, the file stays mapped; a bf16 embedding is still used from it, and when
+  // tied it is the LM head every decode step streams: give it its own (fast) memory.
+  if (!in_place_file && w.embed.w16) {
+    const bool owned = std::any_of(w.owned16.begin(), w.owned16.end(),
+                                   [&](const auto& v) { return v->data() == w.embed.w16; });
+    if (!owned) {
+      const uint16_t* src = w.embed.w16;
+      auto copy = std::make_unique<std::vector<uint16_t>>(src, src + w.embed.out * w.embed.in);
+      w.embed.w16 = copy->data();
+      if (w.lm_head.w16 == src) w.lm_head.w16 = copy->data();
+      w.owned16.push_back(std::move(copy));
+    }
+  }
   return w;
 }
 
