@@ -3,6 +3,8 @@
 #include "kernels/cpu/dnnl_matmul.h"
 
 #if defined(JAMBA_HAVE_DNNL)
+#include <omp.h>
+
 #include <dnnl.hpp>
 
 #include <map>
@@ -15,7 +17,9 @@ namespace jamba::cpu::detail {
 #if defined(JAMBA_HAVE_DNNL)
 namespace {
 
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+// (M, N, K, lda, ldw, ldc, accumulate, threads): oneDNN splits the work for the thread count
+// at creation, so a primitive made under 1 thread ran serially after a switch to 2.
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
 
 struct Dnnl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
@@ -33,7 +37,8 @@ dnnl::matmul primitive(Dnnl& d, const Key& key) {
   std::lock_guard<std::mutex> lock(d.mu);
   auto it = d.cache.find(key);
   if (it != d.cache.end()) return it->second;
-  const auto [M, N, K, lda, ldw, ldc, acc] = key;
+  const auto [M, N, K, lda, ldw, ldc, acc, threads] = key;
+  (void)threads;
   using dt = dnnl::memory::data_type;
   // A: [M, K] row stride lda; W as [K, N] with strides (1, ldw) = the [N, K] tensor transposed;
   // C: [M, N] row stride ldc.
@@ -59,7 +64,7 @@ bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
   Dnnl& d = dnnl_state();
   dnnl::matmul mm;
   try {
-    mm = primitive(d, {M, N, K, lda, ldw, ldc, accumulate || bias});
+    mm = primitive(d, {M, N, K, lda, ldw, ldc, accumulate || bias, omp_get_max_threads()});
   } catch (const dnnl::error&) {
     return false;  // no implementation for this shape / CPU: the caller's own path runs
   }
