@@ -64,7 +64,9 @@ bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
   Dnnl& d = dnnl_state();
   dnnl::matmul mm;
   try {
-    mm = primitive(d, {M, N, K, lda, ldw, ldc, accumulate || bias, omp_get_max_threads()});
+    // Inside a parallel region (nested regions are serial) the primitive runs on this thread.
+    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    mm = primitive(d, {M, N, K, lda, ldw, ldc, accumulate || bias, threads});
   } catch (const dnnl::error&) {
     return false;  // no implementation for this shape / CPU: the caller's own path runs
   }
@@ -77,8 +79,10 @@ bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
   dnnl::memory a({{M, K}, dt::bf16, dnnl::memory::dims{lda, 1}}, d.eng, const_cast<uint16_t*>(A));
   dnnl::memory w({{K, N}, dt::bf16, dnnl::memory::dims{1, ldw}}, d.eng, const_cast<uint16_t*>(W));
   dnnl::memory c({{M, N}, dt::f32, dnnl::memory::dims{ldc, 1}}, d.eng, C);
-  mm.execute(d.strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c}});
-  d.strm.wait();
+  // One stream per thread: callers may run GEMMs from several threads (MoE experts side by side).
+  thread_local dnnl::stream strm(d.eng);
+  mm.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c}});
+  strm.wait();
   return true;
 }
 
