@@ -61,54 +61,70 @@ constexpr int64_t kKTile = 128;  // keys per tile
 }  // namespace
 
 // Decode-shaped attention (a few queries, a long cache): the keys are split into chunks, each
-// (head, chunk) task keeps its own online-softmax partial (m, l, acc) and the partials are merged,
-// so a long context uses every thread even with one KV head.
+// (kv head, chunk) task keeps its own online-softmax partial (m, l, acc) per query row and the
+// partials are merged, so a long context uses every thread even with one KV head. A task's rows
+// are the Lq x G queries of its GQA group, which share the chunk's K/V: S = Q K^T and acc = P V
+// are two small sgemms, the exp vectorised over the chunk.
 void attention_split_keys(const AttentionArgs& a) {
   constexpr int64_t kChunk = 256;
-  const int64_t G = a.nh / a.nkv, hd = a.hd;
+  const int64_t G = a.nh / a.nkv, hd = a.hd, R = a.Lq * G;
   const int64_t kend = std::min(a.T, a.pos0 + a.Lq);
   const int64_t nc = (kend + kChunk - 1) / kChunk;
   const int64_t stride = hd + 2;  // per partial: m, l, acc[hd]
   std::vector<float> part(static_cast<size_t>(a.nh * a.Lq * nc * stride));
-#pragma omp parallel for collapse(2) schedule(dynamic)
-  for (int64_t h = 0; h < a.nh; ++h)
-    for (int64_t c = 0; c < nc; ++c) {
-      const float* K = a.k + (h / G) * a.kv_head_stride;
-      const float* V = a.v + (h / G) * a.kv_head_stride;
-      const int64_t j0 = c * kChunk;
-      float s[kChunk];
-      for (int64_t i = 0; i < a.Lq; ++i) {
-        float* pr = part.data() + ((h * a.Lq + i) * nc + c) * stride;
-        float* acc = pr + 2;
-        std::fill(acc, acc + hd, 0.0f);
-        float m = -INFINITY, l = 0.0f;
-        const int64_t j1 = std::min(j0 + kChunk, a.pos0 + i + 1);
-        const float* q = a.q + i * a.ldq + h * hd;
-        for (int64_t j = j0; j < j1; ++j) {
-          if (a.key_valid && !a.key_valid[j]) {
-            s[j - j0] = -INFINITY;
-            continue;
-          }
-          const float* kr = K + j * hd;
-          float d = 0;
-#pragma omp simd reduction(+ : d)
-          for (int64_t e = 0; e < hd; ++e) d += q[e] * kr[e];
-          s[j - j0] = d * a.scale;
-          m = std::max(m, s[j - j0]);
+#pragma omp parallel
+  {
+    std::vector<float> qg(static_cast<size_t>(R * hd)), S(static_cast<size_t>(R * kChunk)),
+        acc(static_cast<size_t>(R * hd));
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t g = 0; g < a.nkv; ++g)
+      for (int64_t c = 0; c < nc; ++c) {
+        const float* K = a.k + g * a.kv_head_stride;
+        const float* V = a.v + g * a.kv_head_stride;
+        const int64_t j0 = c * kChunk, j1 = std::min(kend, j0 + kChunk), nk = j1 - j0;
+        for (int64_t r = 0; r < R; ++r) {  // row r = query i, head g * G + hh
+          const float* q = a.q + (r / G) * a.ldq + (g * G + r % G) * hd;
+          for (int64_t e = 0; e < hd; ++e) qg[size_t(r * hd + e)] = q[e] * a.scale;
         }
-        if (m != -INFINITY)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(R), blasint(nk), blasint(hd),
+                    1.0f, qg.data(), blasint(hd), K + j0 * hd, blasint(hd), 0.0f, S.data(),
+                    blasint(nk));
+        std::vector<float> mrow(static_cast<size_t>(R)), lrow(static_cast<size_t>(R));
+        for (int64_t r = 0; r < R; ++r) {
+          float* sr = S.data() + r * nk;
+          const int64_t jmax = std::min(j1, a.pos0 + r / G + 1);  // causal
+          float m = -INFINITY;
           for (int64_t j = j0; j < j1; ++j) {
-            if (s[j - j0] == -INFINITY) continue;
-            const float p = std::exp(s[j - j0] - m);
-            l += p;
-            const float* vr = V + j * hd;
-#pragma omp simd
-            for (int64_t e = 0; e < hd; ++e) acc[e] += p * vr[e];
+            const bool ok = j < jmax && (!a.key_valid || a.key_valid[j]);
+            if (!ok) sr[j - j0] = -INFINITY;
+            else m = std::max(m, sr[j - j0]);
           }
-        pr[0] = m;
-        pr[1] = l;
+          float l = 0.0f;
+          if (m != -INFINITY) {
+#pragma omp simd reduction(+ : l)
+            for (int64_t j = 0; j < nk; ++j) {
+              const float pj = sr[j] == -INFINITY ? 0.0f : exp_fast(sr[j] - m);
+              sr[j] = pj;
+              l += pj;
+            }
+          } else {
+            std::fill(sr, sr + nk, 0.0f);
+          }
+          mrow[size_t(r)] = m;
+          lrow[size_t(r)] = l;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(R), blasint(hd), blasint(nk),
+                    1.0f, S.data(), blasint(nk), V + j0 * hd, blasint(hd), 0.0f, acc.data(),
+                    blasint(hd));
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t i = r / G, h = g * G + r % G;
+          float* pr = part.data() + ((h * a.Lq + i) * nc + c) * stride;
+          pr[0] = mrow[size_t(r)];
+          pr[1] = lrow[size_t(r)];
+          std::copy_n(acc.data() + r * hd, hd, pr + 2);
+        }
       }
-    }
+  }
   for (int64_t h = 0; h < a.nh; ++h)
     for (int64_t i = 0; i < a.Lq; ++i) {
       const float* base = part.data() + (h * a.Lq + i) * nc * stride;
