@@ -14,7 +14,7 @@
 namespace jamba {
 namespace {
 
-enum class WType { kBf16, kInt8, kQ4 };
+enum class WType { kBf16, kBf16Act, kInt8, kQ4 };  // kBf16Act: bf16 weights, bf16 activations
 
 void bm_gemm_w(benchmark::State& st, WType wt, int64_t M, int64_t N, int64_t K) {
   std::mt19937 g(1);
@@ -27,7 +27,8 @@ void bm_gemm_w(benchmark::State& st, WType wt, int64_t M, int64_t N, int64_t K) 
   std::vector<float> sc;
   const int64_t rb = wt == WType::kQ4 ? q4_row_bytes(K) : K,
                 ns = wt == WType::kQ4 ? q4_groups(K) : 1;
-  if (wt == WType::kBf16) {
+  const bool bf16 = wt == WType::kBf16 || wt == WType::kBf16Act;
+  if (bf16) {
     w16.resize(size_t(N * K));
     for (auto& x : w16) x = f32_to_bf16(nd(g));
   } else {
@@ -43,7 +44,7 @@ void bm_gemm_w(benchmark::State& st, WType wt, int64_t M, int64_t N, int64_t K) 
     }
   }
   for (auto _ : st) {
-    if (wt == WType::kBf16)
+    if (bf16)
       cpu::gemm_bf16({.M = M,
                       .N = N,
                       .K = K,
@@ -52,7 +53,8 @@ void bm_gemm_w(benchmark::State& st, WType wt, int64_t M, int64_t N, int64_t K) 
                       .W = w16.data(),
                       .ldw = K,
                       .C = C.data(),
-                      .ldc = N});
+                      .ldc = N,
+                      .bf16_activations = wt == WType::kBf16Act});
     else if (wt == WType::kInt8)
       cpu::gemm_q8({.M = M,
                     .N = N,
@@ -79,7 +81,7 @@ void bm_gemm_w(benchmark::State& st, WType wt, int64_t M, int64_t N, int64_t K) 
     benchmark::DoNotOptimize(C.data());
     benchmark::ClobberMemory();
   }
-  const double wbytes = wt == WType::kBf16 ? 2.0 * N * K : double(N * rb) + 4.0 * double(N * ns);
+  const double wbytes = bf16 ? 2.0 * N * K : double(N * rb) + 4.0 * double(N * ns);
   const double it = double(st.iterations());
   st.counters["FLOP/s"] = benchmark::Counter(2.0 * M * N * K * it, benchmark::Counter::kIsRate);
   st.counters["B/s"] =
@@ -94,10 +96,13 @@ JAMBA_QBENCH(bm_gemm_w, bf16_decode_M1_N16384_K4096, WType::kBf16, 1, 16384, 409
 JAMBA_QBENCH(bm_gemm_w, int8_decode_M1_N16384_K4096, WType::kInt8, 1, 16384, 4096);
 JAMBA_QBENCH(bm_gemm_w, q4_decode_M1_N16384_K4096, WType::kQ4, 1, 16384, 4096);
 JAMBA_QBENCH(bm_gemm_w, bf16_decode_M8_N16384_K4096, WType::kBf16, 8, 16384, 4096);
+JAMBA_QBENCH(bm_gemm_w, bf16act_decode_M1_N16384_K4096, WType::kBf16Act, 1, 16384, 4096);
+JAMBA_QBENCH(bm_gemm_w, bf16act_decode_M8_N16384_K4096, WType::kBf16Act, 8, 16384, 4096);
 JAMBA_QBENCH(bm_gemm_w, int8_decode_M8_N16384_K4096, WType::kInt8, 8, 16384, 4096);
 JAMBA_QBENCH(bm_gemm_w, q4_decode_M8_N16384_K4096, WType::kQ4, 8, 16384, 4096);
 // Prefill: M = 512 over a 2560 x 2560 projection.
 JAMBA_QBENCH(bm_gemm_w, bf16_prefill_M512_N2560_K2560, WType::kBf16, 512, 2560, 2560);
+JAMBA_QBENCH(bm_gemm_w, bf16act_prefill_M512_N2560_K2560, WType::kBf16Act, 512, 2560, 2560);
 JAMBA_QBENCH(bm_gemm_w, int8_prefill_M512_N2560_K2560, WType::kInt8, 512, 2560, 2560);
 JAMBA_QBENCH(bm_gemm_w, q4_prefill_M512_N2560_K2560, WType::kQ4, 512, 2560, 2560);
 

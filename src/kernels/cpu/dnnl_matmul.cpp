@@ -23,7 +23,6 @@ using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, boo
 
 struct Dnnl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
-  dnnl::stream strm{eng};
   std::mutex mu;
   std::map<Key, dnnl::matmul> cache;
 };
