@@ -322,6 +322,26 @@ TEST(LoaderDtypes, Bf16ActivationsPrefillMatchesDecode) {
   }
 }
 
+// MoE prefill runs experts side by side on the threads, each calling oneDNN: repeated forwards
+// must give finite, identical logits (a shared oneDNN scratchpad once gave inf at random).
+TEST(LoaderDtypes, Bf16ActivationsMoePrefillIsDeterministic) {
+  const std::string dir = copy_case("gqa-moe");
+  edit_tensors(dir, [&](std::vector<RawTensor>& ts) { convert_all(ts, DType::BF16); });
+  const Model m = Model::load(dir, {.activations = MatmulActivations::Bf16});
+  const TokenBatch tb = read_token_batch(golden_dir("gqa-moe") + "/golden.safetensors");
+  const std::span<const int32_t> toks(tb.ids.data(), size_t(tb.T));
+  std::vector<float> first;
+  for (int rep = 0; rep < 20; ++rep) {
+    SequenceState st = m.new_state();
+    ForwardOutput out;
+    std::vector<BatchItem> items{{&st, toks, {}, LogitsMode::All}};
+    m.forward(items, &out);
+    for (float v : out.logits) ASSERT_TRUE(std::isfinite(v)) << "rep " << rep;
+    if (rep == 0) first = out.logits;
+    else ASSERT_EQ(out.logits, first) << "rep " << rep;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Alternative name layouts.
 

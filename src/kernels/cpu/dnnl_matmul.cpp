@@ -7,9 +7,11 @@
 
 #include <dnnl.hpp>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 #endif
 
 namespace jamba::cpu::detail {
@@ -21,18 +23,25 @@ namespace {
 // at creation, so a primitive made under 1 thread ran serially after a switch to 2.
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
 
+struct Prim {
+  dnnl::matmul mm;
+  dnnl::memory::desc scratch;  // user scratchpad: each call brings its own (thread-safe)
+};
+
 struct Dnnl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   std::mutex mu;
-  std::map<Key, dnnl::matmul> cache;
+  std::map<Key, Prim> cache;
 };
 
+// Never destroyed: OpenMP worker threads hold streams (thread_local, below) on this engine and
+// may run their thread-exit destructors after static destruction at process exit.
 Dnnl& dnnl_state() {
-  static Dnnl d;
-  return d;
+  static Dnnl* d = new Dnnl;
+  return *d;
 }
 
-dnnl::matmul primitive(Dnnl& d, const Key& key) {
+Prim primitive(Dnnl& d, const Key& key) {
   std::lock_guard<std::mutex> lock(d.mu);
   auto it = d.cache.find(key);
   if (it != d.cache.end()) return it->second;
@@ -45,14 +54,18 @@ dnnl::matmul primitive(Dnnl& d, const Key& key) {
   const dnnl::memory::desc w_md({K, N}, dt::bf16, dnnl::memory::dims{1, ldw});
   const dnnl::memory::desc c_md({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
   dnnl::primitive_attr attr;
+  // Concurrent calls (MoE experts side by side) must not share the library's scratchpad: it is
+  // global unless oneDNN was built for concurrent execution, and sharing it gave inf logits.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (acc) {
     dnnl::post_ops po;
     po.append_sum(1.0f);
     attr.set_post_ops(po);
   }
-  dnnl::matmul mm(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, w_md, c_md), attr, d.eng));
-  d.cache.emplace(key, mm);
-  return mm;
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, d.eng);
+  Prim p{dnnl::matmul(pd), pd.scratchpad_desc()};
+  d.cache.emplace(key, p);
+  return p;
 }
 
 }  // namespace
@@ -61,11 +74,11 @@ bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
                       const uint16_t* W, int64_t ldw, float* C, int64_t ldc, const float* bias,
                       bool accumulate) {
   Dnnl& d = dnnl_state();
-  dnnl::matmul mm;
+  Prim prim;
   try {
     // Inside a parallel region (nested regions are serial) the primitive runs on this thread.
     const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-    mm = primitive(d, {M, N, K, lda, ldw, ldc, accumulate || bias, threads});
+    prim = primitive(d, {M, N, K, lda, ldw, ldc, accumulate || bias, threads});
   } catch (const dnnl::error&) {
     return false;  // no implementation for this shape / CPU: the caller's own path runs
   }
@@ -80,7 +93,11 @@ bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
   dnnl::memory c({{M, N}, dt::f32, dnnl::memory::dims{ldc, 1}}, d.eng, C);
   // One stream per thread: callers may run GEMMs from several threads (MoE experts side by side).
   thread_local dnnl::stream strm(d.eng);
-  mm.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c}});
+  thread_local std::vector<uint8_t> scratch;
+  scratch.resize(std::max<size_t>(scratch.size(), prim.scratch.get_size()));
+  dnnl::memory sp(prim.scratch, d.eng, scratch.data());
+  prim.mm.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c},
+                         {DNNL_ARG_SCRATCHPAD, sp}});
   strm.wait();
   return true;
 }
