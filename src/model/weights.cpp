@@ -376,19 +376,17 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
   Weights w;
   const WeightType stored = stored_weight_type(dir + "/config.json");
   w.checkpoint = Checkpoint::open(dir);
-  bool in_place_file = false;
-  {
-    // Weights used in place as stored (a quantized checkpoint, or auto / the file's own float
-    // type) are read into memory for fast streaming (MappedFile); a checkpoint converted at load
-    // (quantize, f32 <-> bf16) stays mapped, so its source bytes do not stay resident.
-    const TensorInfo* emb = w.checkpoint.find("model.embed_tokens.weight");
-    const DType fdt = emb ? emb->dtype : DType::F32;
-    const bool in_place = stored != WeightType::Auto || type == WeightType::Auto ||
-                          (type == WeightType::BF16 && fdt == DType::BF16) ||
-                          (type == WeightType::F32 && fdt == DType::F32);
-    if (in_place) w.checkpoint = Checkpoint::open(dir, true);
-    in_place_file = in_place;
-  }
+  // Weights used in place as stored (a quantized checkpoint, or auto / the file's own float type)
+  // are read into memory for fast streaming (MappedFile); a checkpoint converted at load
+  // (quantize, f32 <-> bf16) stays mapped, so its source bytes do not stay resident.
+  const DType file_dtype = [&] {
+    const TensorInfo* e = w.checkpoint.find("model.embed_tokens.weight");
+    return e ? e->dtype : DType::F32;
+  }();
+  const bool in_place_file = stored != WeightType::Auto || type == WeightType::Auto ||
+                             (type == WeightType::BF16 && file_dtype == DType::BF16) ||
+                             (type == WeightType::F32 && file_dtype == DType::F32);
+  if (in_place_file) w.checkpoint = Checkpoint::open(dir, true);
   Loader L(cfg, w);
   if (stored != WeightType::Auto) {
     if (type != WeightType::Auto && type != stored)

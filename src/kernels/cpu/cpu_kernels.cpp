@@ -58,6 +58,17 @@ void rmsnorm(const RmsNormArgs& a) {
 namespace {
 constexpr int64_t kQTile = 16;   // queries per tile (per head)
 constexpr int64_t kKTile = 128;  // keys per tile
+
+// One query row of a score tile s[j - j0], keys [j0, j1): keys at or past jmax (causal) or
+// invalid get -inf; returns the max of the rest (-inf if none).
+float mask_scores(float* s, int64_t j0, int64_t j1, int64_t jmax, const uint8_t* key_valid) {
+  float m = -INFINITY;
+  for (int64_t j = j0; j < j1; ++j) {
+    if (j < jmax && (!key_valid || key_valid[j])) m = std::max(m, s[j - j0]);
+    else s[j - j0] = -INFINITY;
+  }
+  return m;
+}
 }  // namespace
 
 // Decode-shaped attention (a few queries, a long cache): the keys are split into chunks, each
@@ -92,13 +103,7 @@ void attention_split_keys(const AttentionArgs& a) {
         std::vector<float> mrow(static_cast<size_t>(R)), lrow(static_cast<size_t>(R));
         for (int64_t r = 0; r < R; ++r) {
           float* sr = S.data() + r * nk;
-          const int64_t jmax = std::min(j1, a.pos0 + r / G + 1);  // causal
-          float m = -INFINITY;
-          for (int64_t j = j0; j < j1; ++j) {
-            const bool ok = j < jmax && (!a.key_valid || a.key_valid[j]);
-            if (!ok) sr[j - j0] = -INFINITY;
-            else m = std::max(m, sr[j - j0]);
-          }
+          const float m = mask_scores(sr, j0, j1, std::min(j1, a.pos0 + r / G + 1), a.key_valid);
           float l = 0.0f;
           if (m != -INFINITY) {
 #pragma omp simd reduction(+ : l)
@@ -203,13 +208,7 @@ void attention(const AttentionArgs& a) {
           for (int64_t r = 0; r < R; ++r) {
             const int64_t p = a.pos0 + i0 + r / G;
             float* sr = S.data() + r * nk;
-            const int64_t jmax = std::min(j1, p + 1);  // causal: keys j < jmax are allowed
-            float tile_max = -INFINITY;
-            for (int64_t j = j0; j < j1; ++j) {
-              const bool ok = j < jmax && (!a.key_valid || a.key_valid[j]);
-              if (!ok) sr[j - j0] = -INFINITY;
-              else tile_max = std::max(tile_max, sr[j - j0]);
-            }
+            const float tile_max = mask_scores(sr, j0, j1, std::min(j1, p + 1), a.key_valid);
             if (tile_max == -INFINITY) {  // nothing allowed in this tile: the row adds nothing
               std::fill(sr, sr + nk, 0.0f);
               continue;

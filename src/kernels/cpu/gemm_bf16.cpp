@@ -212,14 +212,13 @@ bool have_dnnl() { return detail::dnnl_available(); }
 
 void gemm_bf16(const GemmBf16Args& a) {
   if (a.M == 0 || a.N == 0) return;
-  std::vector<float> rounded;  // only for the fallback of bf16_activations
-  GemmBf16Args f = a;
   if (a.bf16_activations) {
     if (gemm_bf16_rounded(a)) return;
-    rounded.resize(static_cast<size_t>(a.M * a.K));
-    for (int64_t m = 0; m < a.M; ++m)
-      for (int64_t k = 0; k < a.K; ++k)
-        rounded[size_t(m * a.K + k)] = bf16_to_f32(f32_to_bf16(a.A[m * a.lda + k]));
+    // The f32-activation paths on the rounded values (widened back, exact).
+    const std::vector<uint16_t> ab = round_rows(a.A, a.lda, a.M, a.K);
+    std::vector<float> rounded(ab.size());
+    widen(ab.data(), rounded.data(), int64_t(ab.size()));
+    GemmBf16Args f = a;
     f.A = rounded.data();
     f.lda = a.K;
     f.bf16_activations = false;
