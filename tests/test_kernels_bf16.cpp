@@ -29,6 +29,9 @@ void check_gemm_bf16(bool bf16_activations) {
       // prefill shapes (oneDNN with bf16 activations), odd tails in every dimension
       {100, 67, 257, 3, 5, 7, true, true}, {513, 130, 96, 0, 0, 0, false, false},
       {40, 33, 1000, 0, 0, 2, true, false}, {37, 64, 31, 1, 0, 0, false, true},
+      // decode batches: several k blocks with a tail, more weight rows than one chunk per thread
+      {8, 500, 1100, 1, 3, 2, true, true}, {6, 401, 1537, 0, 0, 0, false, true},
+      {4, 263, 777, 2, 0, 1, true, false}, {3, 390, 513, 0, 1, 0, false, false},
   };
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 1.0f);

@@ -255,6 +255,38 @@ TEST(LoaderTensors, MisalignedF32DataLoads) {
   EXPECT_EQ(logits_of(dir, "dense-tiny"), reference_logits("dense-tiny"));
 }
 
+// Weights read into memory: the data section lands on a 64-byte boundary whatever the header
+// length (vector loads of whole cache lines), and the bytes are the file's. Our writer pads the
+// header so the data section is aligned in the file (and in a mapping) too.
+TEST(LoaderFormat, DataSectionAlignedWhenReadIntoMemory) {
+  const std::string dir = copy_case("dense-tiny");
+  RawFile r = read_raw(model_file(dir));
+  std::string h = r.header.dump();
+  while ((8 + h.size()) % 64 != 24) h.push_back(' ');  // misaligned on purpose
+  write_raw_text(model_file(dir), h, r.data);
+  const auto mapped = SafetensorsFile::open(model_file(dir), false);
+  const auto read = SafetensorsFile::open(model_file(dir), true);
+  ASSERT_EQ(mapped->tensors().size(), read->tensors().size());
+  for (const auto& [name, t] : read->tensors()) {
+    const TensorInfo& m = mapped->get(name);
+    const uint64_t off = r.header[name]["data_offsets"][0].get<uint64_t>();
+    EXPECT_EQ(uintptr_t(m.data) % 64, (24 + off) % 64) << name;  // the map is page-aligned
+    EXPECT_EQ(uintptr_t(t.data) % 64, off % 64) << name;
+    ASSERT_EQ(t.nbytes, m.nbytes) << name;
+    EXPECT_EQ(std::memcmp(t.data, m.data, t.nbytes), 0) << name;
+  }
+
+  const std::string out = make_temp_dir("aligned-write") + "/w.safetensors";
+  const float x[3] = {1, 2, 3};
+  SafetensorsWriter wr;
+  wr.add_f32("x", {3}, x);
+  wr.write(out);
+  const std::string bytes = read_bytes(out);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  EXPECT_EQ((8 + n) % 64, 0u);
+}
+
 // BF16 / F16 checkpoints: the weights are rounded once at conversion, so logits move by the
 // weight rounding error propagated through the layers (tolerances.h, kHalfWeights*). With
 // bf16 activations every GEMM input is rounded too (kBf16Activations*).

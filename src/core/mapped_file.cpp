@@ -15,7 +15,8 @@
 
 namespace jamba {
 
-MappedFile::MappedFile(const std::string& path, bool read_into_memory) : path_(path) {
+MappedFile::MappedFile(const std::string& path, bool read_into_memory, uint64_t align_at)
+    : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
   struct stat st {};
@@ -32,8 +33,10 @@ MappedFile::MappedFile(const std::string& path, bool read_into_memory) : path_(p
   if (size_ > 0) {
     const char* env = std::getenv("JAMBA_MMAP");
     const bool map_file = !read_into_memory || (env && std::strcmp(env, "0") != 0);
+    const size_t shift = map_file ? 0 : (64 - align_at % 64) % 64;
+    map_size_ = size_ + shift;
     void* p = map_file ? ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0)
-                       : ::mmap(nullptr, size_, PROT_READ | PROT_WRITE,
+                       : ::mmap(nullptr, map_size_, PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
       int e = errno;
@@ -42,10 +45,10 @@ MappedFile::MappedFile(const std::string& path, bool read_into_memory) : path_(p
            std::strerror(e));
     }
     if (!map_file) {
-      ::madvise(p, size_, MADV_HUGEPAGE);  // a hint: without THP the copy still streams fast
+      ::madvise(p, map_size_, MADV_HUGEPAGE);  // a hint: without THP the copy still streams fast
       // 16 MB chunks read by all threads: the first touch of fresh pages (zeroing, and on a VM
       // the host's own fault) dominates, and it runs in parallel.
-      auto* dst = static_cast<uint8_t*>(p);
+      auto* dst = static_cast<uint8_t*>(p) + shift;
       constexpr size_t kChunk = size_t(1) << 24;
       const int64_t nchunks = int64_t((size_ + kChunk - 1) / kChunk);
       int64_t bad_off = -1;
@@ -69,32 +72,36 @@ MappedFile::MappedFile(const std::string& path, bool read_into_memory) : path_(p
         }
       }
       if (bad_off >= 0) {
-        ::munmap(p, size_);
+        ::munmap(p, map_size_);
         ::close(fd);
         fail(path, ": read failed at byte ", bad_off, " of ", size_, ": ",
              bad_errno ? std::strerror(bad_errno) : "unexpected end of file");
       }
-      ::mprotect(p, size_, PROT_READ);
+      ::mprotect(p, map_size_, PROT_READ);
     }
-    data_ = static_cast<const uint8_t*>(p);
+    map_ = p;
+    data_ = static_cast<const uint8_t*>(p) + shift;
   }
   ::close(fd);
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (map_) ::munmap(map_, map_size_);
 }
 
 MappedFile::MappedFile(MappedFile&& o) noexcept
     : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)),
-      size_(std::exchange(o.size_, 0)) {}
+      size_(std::exchange(o.size_, 0)), map_(std::exchange(o.map_, nullptr)),
+      map_size_(std::exchange(o.map_size_, 0)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (this != &o) {
-    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+    if (map_) ::munmap(map_, map_size_);
     path_ = std::move(o.path_);
     data_ = std::exchange(o.data_, nullptr);
     size_ = std::exchange(o.size_, 0);
+    map_ = std::exchange(o.map_, nullptr);
+    map_size_ = std::exchange(o.map_size_, 0);
   }
   return *this;
 }

@@ -5,7 +5,9 @@
 // streaming a 5.8 GB file-backed mapping ran at 5 GB/s where the same bytes in anonymous memory
 // stream at 25 GB/s (one thread), and decode reads every weight once per token. Resident memory
 // is the same (touched mapped pages count too); the cost is the read at load (~1 s per 5 GB from
-// the page cache). JAMBA_MMAP=1 in the environment maps anyway.
+// the page cache). JAMBA_MMAP=1 in the environment maps anyway. When read, byte `align_at` of the
+// file lands on a 64-byte boundary (a safetensors file's data section: its tensors' rows then
+// start on cache lines, which the vector kernels load fastest).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -16,7 +18,8 @@ namespace jamba {
 class MappedFile {
  public:
   MappedFile() = default;
-  explicit MappedFile(const std::string& path, bool read_into_memory = false);  // throws naming the path
+  explicit MappedFile(const std::string& path, bool read_into_memory = false,
+                      uint64_t align_at = 0);  // throws naming the path
   ~MappedFile();
   MappedFile(MappedFile&& o) noexcept;
   MappedFile& operator=(MappedFile&& o) noexcept;
@@ -31,6 +34,8 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  void* map_ = nullptr;  // what munmap releases: data_ less the alignment shift
+  size_t map_size_ = 0;
 };
 
 // Streams a file into `path.tmp.<pid>` and renames it over `path` on commit(); if destroyed

@@ -30,7 +30,15 @@ bool is_float(DType t) {
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path,
                                                        bool read_into_memory) {
   auto f = std::make_shared<SafetensorsFile>();
-  f->file_ = MappedFile(path, read_into_memory);
+  // Read into memory: the data section (after the 8-byte length and the header) is placed on a
+  // 64-byte boundary. A short or unreadable prefix is reported by the checks below.
+  uint64_t data_start = 0;
+  if (read_into_memory) {
+    std::ifstream in(path, std::ios::binary);
+    uint64_t n = 0;
+    if (in.read(reinterpret_cast<char*>(&n), 8) && n <= kMaxHeader) data_start = 8 + n;
+  }
+  f->file_ = MappedFile(path, read_into_memory, data_start);
   const size_t size = f->file_.size();
   const uint8_t* base = f->file_.data();
   if (size < 8) fail(path, ": truncated safetensors file: ", size, " bytes, need at least 8");
@@ -308,7 +316,9 @@ void write_safetensors_streaming(const std::string& path, const std::vector<Tens
   }
   header["__metadata__"] = metadata;
   std::string h = header.dump();
-  while (h.size() % 8) h.push_back(' ');
+  // Spaces up to a 64-byte boundary (the format allows header padding): mapped, every tensor
+  // whose offset is a multiple of 64 then starts on a cache line.
+  while ((8 + h.size()) % 64) h.push_back(' ');
   AtomicFileWriter out(path);
   const uint64_t hn = h.size();
   out.write(&hn, 8);

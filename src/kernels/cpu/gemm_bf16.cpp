@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -13,6 +14,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
+#include "core/alloc.h"
 #include "core/dtype.h"
 #include "kernels/cpu/dnnl_matmul.h"
 #include "kernels/kernels.h"
@@ -29,9 +31,9 @@ constexpr int64_t kStreamMaxM = 32;  // up to this many rows, stream the bf16 we
 constexpr int64_t kDnnlMinM = 9;
 // Software prefetch distance in each weight row (bf16 elements), measured on a 16384 x 4096
 // matrix (2 threads): M = 1 streams 28 GB/s without, 50 with 256 ahead (43 with 1024); M = 8
-// goes 9.5 -> 18 GB/s with 1024 ahead.
+// (64-byte aligned rows, k blocks of 512) goes 26 -> 34 GB/s with 512 ahead (32 with 1024).
 template <int MR>
-constexpr int64_t kPrefetchAhead = MR <= 2 ? 0 : 1024;
+constexpr int64_t kPrefetchAhead = MR <= 2 ? 0 : 512;
 
 // out[m] = sum_k A[m,k] * W[n,k] for one weight row and up to 8 activation rows.
 template <int MR>
@@ -87,9 +89,9 @@ void widen(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
 }
 
-// A[M, K] (lda) rounded to bf16 (nearest even), packed [M, K].
-std::vector<uint16_t> round_rows(const float* A, int64_t lda, int64_t M, int64_t K) {
-  std::vector<uint16_t> out(static_cast<size_t>(M * K));
+// A[M, K] (lda) rounded to bf16 (nearest even), packed [M, K], 64-byte aligned.
+Buffer<uint16_t> round_rows(const float* A, int64_t lda, int64_t M, int64_t K) {
+  Buffer<uint16_t> out(static_cast<size_t>(M * K));
 #pragma omp parallel for schedule(static) if (M * K > 65536)
   for (int64_t m = 0; m < M; ++m) {
     const float* src = A + m * lda;
@@ -118,8 +120,15 @@ void dot_rows_bf16(const uint16_t* A, int64_t lda, const uint16_t* w, int64_t ld
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 32) {
-    const __mmask32 mk = K - k >= 32 ? ~__mmask32(0) : __mmask32((1u << (K - k)) - 1u);
+  // Full 32-element steps use plain loads (masked ones ran the M = 1 kernel at half speed), the
+  // tail a masked step.
+  auto step = [&](int64_t k, __mmask32 mk, auto masked) __attribute__((always_inline)) {
+    auto load = [&](const uint16_t* p) {
+      if constexpr (decltype(masked)::value)
+        return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mk, p));
+      else
+        return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p));
+    };
     __m512bh wv[NR];
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) {
@@ -127,15 +136,18 @@ void dot_rows_bf16(const uint16_t* A, int64_t lda, const uint16_t* w, int64_t ld
       // prefetcher alone leaves M = 8 latency-bound (a third of the M = 1 rate).
       if constexpr (kPrefetchAhead<MR> > 0)
         _mm_prefetch(reinterpret_cast<const char*>(w + r * ldw + k + kPrefetchAhead<MR>), _MM_HINT_T0);
-      wv[r] = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mk, w + r * ldw + k));
+      wv[r] = load(w + r * ldw + k);
     }
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      const __m512bh av = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mk, A + m * lda + k));
+      const __m512bh av = load(A + m * lda + k);
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], av, wv[r]);
     }
-  }
+  };
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) step(k, 0, std::false_type{});
+  if (k < K) step(k, __mmask32((1u << (K - k)) - 1u), std::true_type{});
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 4
@@ -144,27 +156,46 @@ void dot_rows_bf16(const uint16_t* A, int64_t lda, const uint16_t* w, int64_t ld
 
 template <int MR>
 void small_m_bf16(const GemmBf16Args& a, const uint16_t* A, int64_t lda) {
-  constexpr int NR = MR <= 2 ? 1 : (MR <= 4 ? 4 : 3);
+  constexpr int NR = MR <= 4 ? 4 : 3;
+  // Rows are taken kChunk blocks at a time and walked kKBlock columns at a time, so the MR x
+  // kKBlock slice of A stays in L1 while the weights stream past it (a whole 8 x 4096 bf16 A is
+  // 64 KB and was re-read from L2 for every block): 16384 x 4096 matrix, M = 8, 2 threads:
+  // 26 -> 34 GB/s. One or two rows of A fit in L1 whole.
+  constexpr int64_t kChunk = 64;
+  const int64_t kblock = MR <= 2 ? a.K : 512;
   const int64_t nblocks = (a.N + NR - 1) / NR;
-  auto store = [&](int64_t n, int m, float v) {
-    v += a.bias ? a.bias[n] : 0.0f;
-    float& c = a.C[m * a.ldc + n];
-    c = a.accumulate ? c + v : v;
-  };
-#pragma omp parallel for schedule(static) if (a.N * a.K > 65536)
-  for (int64_t b = 0; b < nblocks; ++b) {
-    const int64_t n0 = b * NR;
-    if (n0 + NR <= a.N) {
-      float r[MR][NR];
-      dot_rows_bf16<MR, NR>(A, lda, a.W + n0 * a.ldw, a.ldw, a.K, r);
-      for (int m = 0; m < MR; ++m)
-        for (int j = 0; j < NR; ++j) store(n0 + j, m, r[m][j]);
-    } else {
-      for (int64_t n = n0; n < a.N; ++n) {
-        float r[MR][1];
-        dot_rows_bf16<MR, 1>(A, lda, a.W + n * a.ldw, a.ldw, a.K, r);
-        for (int m = 0; m < MR; ++m) store(n, m, r[m][0]);
+#pragma omp parallel if (a.N * a.K > 65536)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t b0 = nblocks * t / nt, b1 = nblocks * (t + 1) / nt;
+    float part[kChunk * NR][MR];  // sums over the k blocks done so far, per weight row
+    for (int64_t c0 = b0; c0 < b1; c0 += kChunk) {
+      const int64_t c1 = std::min(b1, c0 + kChunk);
+      for (int64_t k0 = 0; k0 < a.K; k0 += kblock) {
+        const int64_t kl = std::min(kblock, a.K - k0);
+        for (int64_t b = c0; b < c1; ++b) {
+          const int64_t n0 = b * NR, nr = std::min<int64_t>(NR, a.N - n0);
+          float r[MR][NR];
+          if (nr == NR) {
+            dot_rows_bf16<MR, NR>(A + k0, lda, a.W + n0 * a.ldw + k0, a.ldw, kl, r);
+          } else {
+            for (int64_t j = 0; j < nr; ++j) {
+              float r1[MR][1];
+              dot_rows_bf16<MR, 1>(A + k0, lda, a.W + (n0 + j) * a.ldw + k0, a.ldw, kl, r1);
+              for (int m = 0; m < MR; ++m) r[m][j] = r1[m][0];
+            }
+          }
+          float (*p)[MR] = part + (b - c0) * NR;
+          for (int64_t j = 0; j < nr; ++j)
+            for (int m = 0; m < MR; ++m) p[j][m] = k0 == 0 ? r[m][j] : p[j][m] + r[m][j];
+        }
       }
+      for (int64_t n = c0 * NR; n < std::min(a.N, c1 * NR); ++n)
+        for (int m = 0; m < MR; ++m) {
+          const float v = part[n - c0 * NR][m] + (a.bias ? a.bias[n] : 0.0f);
+          float& c = a.C[m * a.ldc + n];
+          c = a.accumulate ? c + v : v;
+        }
     }
   }
 }
@@ -174,9 +205,10 @@ void small_m_bf16(const GemmBf16Args& a, const uint16_t* A, int64_t lda) {
 // AVX512-BF16 / oneDNN the rounded activations go through the f32-activation paths below.
 bool gemm_bf16_rounded(const GemmBf16Args& a) {
   // One row: the f32 kernel on the rounded row streams a single weight row at a time, faster
-  // than the dot-product kernel here (2048 x 1024 matrices from DRAM: 50 vs 44 GB/s).
+  // than the dot-product kernel here (from DRAM, 2 threads: 2048 x 1024 matrices 47-49 vs 41-45
+  // GB/s, 65536 x 1024 57 vs 48).
   if (a.M == 1) return false;
-  const std::vector<uint16_t> ab = round_rows(a.A, a.lda, a.M, a.K);
+  const Buffer<uint16_t> ab = round_rows(a.A, a.lda, a.M, a.K);
   if (a.M >= kDnnlMinM) {
     if (detail::dnnl_matmul_bf16(a.M, a.N, a.K, ab.data(), a.K, a.W, a.ldw, a.C, a.ldc, a.bias,
                                  a.accumulate))
@@ -215,8 +247,8 @@ void gemm_bf16(const GemmBf16Args& a) {
   if (a.bf16_activations) {
     if (gemm_bf16_rounded(a)) return;
     // The f32-activation paths on the rounded values (widened back, exact).
-    const std::vector<uint16_t> ab = round_rows(a.A, a.lda, a.M, a.K);
-    std::vector<float> rounded(ab.size());
+    const Buffer<uint16_t> ab = round_rows(a.A, a.lda, a.M, a.K);
+    Scratch rounded(ab.size());
     widen(ab.data(), rounded.data(), int64_t(ab.size()));
     GemmBf16Args f = a;
     f.A = rounded.data();
