@@ -83,6 +83,9 @@ const QCase kCases[] = {
     {32, 70, 48, 0, 0, 0, false, false},   {33, 1, 5, 0, 0, 0, true, false},
     {64, 200, 128, 0, 0, 0, false, false}, {40, 131, 77, 1, 1, 2, true, true},
     {4, 0, 8, 0, 0, 0, false, false},
+    // long rows: int8's int32 sums move to f32 every 4096 inputs (tails after the last move)
+    {1, 40, 9000, 0, 3, 0, true, false},    {8, 33, 4100, 2, 0, 1, false, true},
+    {3, 20, 8193, 0, 0, 0, false, false},
 };
 
 // Runs ref and cpu through `run(C)` on the same C0 and compares per element, relative to
@@ -138,6 +141,24 @@ TEST(KernelGemmQ8, MatchesReference) {
                          .accumulate = c.accumulate};
       reference ? ref::gemm_q8(a) : cpu::gemm_q8(a);
     });
+  }
+}
+
+// Largest products in every lane (all weights 127, every activation its row's max): without the
+// periodic move to f32 a lane of the K = 16384 row would reach 4.3e9 and wrap in int32.
+TEST(KernelGemmQ8, LongRowsOfLargestValuesDoNotOverflow) {
+  const int64_t M = 2, N = 3, K = 16384;
+  std::vector<float> A(static_cast<size_t>(M * K), 1.0f), scale(N, 1.0f / 127.0f);
+  std::vector<int8_t> W(static_cast<size_t>(N * K), 127);
+  std::vector<float> want(static_cast<size_t>(M * N)), got = want;
+  GemmQ8Args a{.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = W.data(), .ldw = K,
+               .scale = scale.data(), .C = want.data(), .ldc = N};
+  ref::gemm_q8(a);
+  a.C = got.data();
+  cpu::gemm_q8(a);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_NEAR(want[i], float(K), 1e-3f * K);
+    EXPECT_NEAR(got[i], want[i], 1e-5f * K) << i;
   }
 }
 

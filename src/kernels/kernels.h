@@ -116,8 +116,12 @@ struct GemmBf16Args {
 };
 
 // C[M,N] (ldc) = A[M,K] (lda, f32) @ dequant(W)[N,K]^T (+ bias) (+ C if accumulate), with W in
-// one of the quantized formats of kernels/quant.h; activations, products and sums stay f32.
-// int8: W [N, K] int8, row stride ldw bytes; scale [N] (one per output row).
+// one of the quantized formats of kernels/quant.h.
+// int8: W [N, K] int8, row stride ldw bytes; scale [N] (one per output row). The activations
+// are rounded per row to int16 (quantize_act_int16: scale da = max|x| / 32767), so a product is
+// an exact integer dot scaled by both scales: C[m,n] = sw[n] * da[m] * sum_k q[n,k] * qa[m,k].
+// (16-bit steps of the row maximum: far finer than the weights' 8-bit steps, and what lets the
+// decode kernel multiply 32 weights per AVX-512 VNNI vpdpwssd instead of widening them to f32.)
 struct GemmQ8Args {
   int64_t M, N, K;
   const float* A;
@@ -179,10 +183,11 @@ void gemm_bf16(const GemmBf16Args& a);
 // True when gemm_bf16 with bf16_activations runs oneDNN for large M (reported by `jamba bench`).
 bool have_dnnl();
 // Quantized weights, the same two regimes: M <= 32 streams the quantized rows, 8 activation rows
-// per pass (int8: widened to f32 in registers, FMA with the f32 activations; q4: AVX-512 VNNI
-// dpbusd of the nibbles with the int8 activations, 64 weights per instruction); larger M
-// dequantizes panels of weight rows to f32 per thread and runs sgemm on them (q4: with the
-// activations rounded as above, so both regimes compute the same products).
+// per pass (int8: AVX-512 VNNI vpdpwssd of the sign-extended weights with the int16
+// activations, 32 weights per instruction; q4: dpbusd of the nibbles with the int8 activations,
+// 64 weights per instruction); larger M dequantizes panels of weight rows to f32 per thread and
+// runs sgemm on them with the activations rounded as above, so both regimes compute the same
+// products.
 void gemm_q8(const GemmQ8Args& a);
 void gemm_q4(const GemmQ4Args& a);
 }  // namespace cpu

@@ -48,6 +48,15 @@ void quantize_act_q4(const float* x, int64_t K, int8_t* q, float* d) {
   }
 }
 
+void quantize_act_int16(const float* x, int64_t K, int16_t* q, float* d) {
+  float amax = 0.0f;
+  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
+  *d = amax / 32767.0f;
+  const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+  for (int64_t k = 0; k < K; ++k)
+    q[k] = int16_t(std::clamp(std::nearbyint(x[k] * inv), -32767.0f, 32767.0f));
+}
+
 void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out) {
   for (int64_t k = 0; k < K; ++k) out[k] = scale * float(q[k]);
 }

@@ -32,6 +32,11 @@ void quantize_row_q4(const float* w, int64_t K, uint8_t* q, float* scales);
 // 0), d [q4_groups(K)], per group of 32 d = max|x| / 127 and q = round(x / d) in [-127, 127].
 void quantize_act_q4(const float* x, int64_t K, int8_t* q, float* d);
 
+// Activations of an int8 product (kernels.h, GemmQ8Args): x [K] -> q [K], *d, one scale per row
+// d = max|x| / 32767 and q = nearest-even(x * (32767 / max|x|)) in [-32767, 32767] (all 0 when
+// x is 0). 16-bit steps of the row's largest magnitude: ~4e-4 of bf16's relative step at it.
+void quantize_act_int16(const float* x, int64_t K, int16_t* q, float* d);
+
 // The exact inverse used by the reference kernels: out[k] = s * q (float arithmetic).
 void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out);
 void dequantize_row_q4(const uint8_t* q, const float* scales, int64_t K, float* out);

@@ -1,8 +1,9 @@
-// GEMM with quantized weights (int8 per-row scales, q4 groups of 32) and f32 activations (see
-// kernels.h, kernels/quant.h). The structure of gemm_bf16.cpp: M <= 32 streams the quantized
-// weights (decode is memory-bound: int8 is widened to f32 in registers and reused for up to 8
-// activation rows; q4 multiplies its nibbles with int8-rounded activations by AVX-512 VNNI);
-// larger M widens panels of weight rows to f32 and runs sgemm.
+// GEMM with quantized weights (int8 per-row scales, q4 groups of 32) and rounded activations
+// (see kernels.h, kernels/quant.h). The structure of gemm_bf16.cpp: M <= 32 streams the
+// quantized weights (decode is memory-bound: int8 multiplies its sign-extended weights with
+// int16-rounded activations, q4 its nibbles with int8-rounded ones, by AVX-512 VNNI, each
+// weight load serving up to 8 activation rows); larger M widens panels of weight rows to f32
+// and runs sgemm on the rounded activations.
 #include <cblas.h>
 #include <omp.h>
 
@@ -42,44 +43,67 @@ struct Common {
 template <int MR>
 constexpr int kChains = MR <= 2 ? 4 : 2;
 
-// out[m] = sum_k A[m,k] * q[k] (unscaled) for one int8 weight row and MR activation rows.
+// One int8 weight row against MR activation rows rounded to int16 (kernels.h): vpdpwssd adds 32
+// products (int16 pairs) into 16 int32 lanes, from the weights sign-extended to int16 and the
+// rows' int16 values (zero-padded to a multiple of 32). A lane gains at most 2 * 127 * 32767
+// per step; the int32 sums move to f32 every kFlush columns (128 steps: <= 1.07e9 < 2^31).
 struct DotQ8 {
+  static constexpr int64_t kFlush = 4096;
   const GemmQ8Args& a;
-  void prepare(const float*, int64_t) {}
+  int64_t Kp = 0;
+  std::vector<int16_t> store;
+  int16_t* qa = nullptr;  // [rows, Kp], 64-byte aligned in store
+  std::vector<float> da;  // [rows]
+
+  void prepare(const float* A, int64_t rows) {
+    Kp = (a.K + 31) / 32 * 32;
+    store.assign(static_cast<size_t>(rows * Kp + 32), 0);
+    qa = store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64 / 2;
+    da.resize(static_cast<size_t>(rows));
+    for (int64_t m = 0; m < rows; ++m) quantize_act_int16(A + m * a.lda, a.K, qa + m * Kp, &da[size_t(m)]);
+  }
+
   template <int MR>
-  void run(const float* A, int64_t n, float* out) const {
+  void run(const float*, int64_t n, float* out) const {
     const int8_t* w = a.W + n * a.ldw;
-    const int64_t K = a.K, lda = a.lda;
-    int64_t k = 0;
-#if defined(__AVX512F__)
-    constexpr int U = kChains<MR>;
-    __m512 acc[U][MR];
-    for (int u = 0; u < U; ++u)
-      for (int m = 0; m < MR; ++m) acc[u][m] = _mm512_setzero_ps();
-    for (; k + 16 * U <= K; k += 16 * U)
-      for (int u = 0; u < U; ++u) {
-        const __m512 wf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k + 16 * u))));
+    const int64_t K = a.K;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    constexpr int U = MR <= 2 ? 4 : (MR <= 4 ? 2 : 1);  // chains per row (vpdpwssd latency)
+    __m512 f[MR];
+    for (int m = 0; m < MR; ++m) f[m] = _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < K; k0 += kFlush) {
+      const int64_t k1 = std::min(K, k0 + kFlush);
+      __m512i acc[U][MR];
+      for (int u = 0; u < U; ++u)
+        for (int m = 0; m < MR; ++m) acc[u][m] = _mm512_setzero_si512();
+      int64_t k = k0;
+      for (; k + 32 * U <= k1; k += 32 * U)
+        for (int u = 0; u < U; ++u) {
+          const __m512i wv = _mm512_cvtepi8_epi16(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k + 32 * u)));
+          for (int m = 0; m < MR; ++m)
+            acc[u][m] = _mm512_dpwssd_epi32(acc[u][m], wv, _mm512_load_si512(qa + m * Kp + k + 32 * u));
+        }
+      for (; k < k1; k += 32) {
+        const __mmask32 mk = k1 - k >= 32 ? ~__mmask32(0) : __mmask32((1u << (k1 - k)) - 1u);
+        const __m512i wv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mk, w + k));
         for (int m = 0; m < MR; ++m)
-          acc[u][m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k + 16 * u), wf, acc[u][m]);
+          acc[0][m] = _mm512_dpwssd_epi32(acc[0][m], wv, _mm512_load_si512(qa + m * Kp + k));
       }
-    for (; k + 16 <= K; k += 16) {
-      const __m512 wf = _mm512_cvtepi32_ps(
-          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k))));
-      for (int m = 0; m < MR; ++m)
-        acc[0][m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k), wf, acc[0][m]);
+      for (int m = 0; m < MR; ++m) {
+        __m512i t = acc[0][m];
+        for (int u = 1; u < U; ++u) t = _mm512_add_epi32(t, acc[u][m]);
+        f[m] = _mm512_add_ps(f[m], _mm512_cvtepi32_ps(t));
+      }
     }
-    for (int m = 0; m < MR; ++m) {
-      __m512 t = acc[0][m];
-      for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, acc[u][m]);
-      out[m] = _mm512_reduce_add_ps(t);
-    }
+    for (int m = 0; m < MR; ++m) out[m] = a.scale[n] * da[size_t(m)] * _mm512_reduce_add_ps(f[m]);
 #else
-    for (int m = 0; m < MR; ++m) out[m] = 0.0f;
+    for (int m = 0; m < MR; ++m) {
+      int64_t dot = 0;
+      for (int64_t k = 0; k < K; ++k) dot += int64_t(w[k]) * qa[m * Kp + k];
+      out[m] = a.scale[n] * da[size_t(m)] * float(dot);
+    }
 #endif
-    for (; k < K; ++k)
-      for (int m = 0; m < MR; ++m) out[m] += A[m * lda + k] * float(w[k]);
-    for (int m = 0; m < MR; ++m) out[m] *= a.scale[n];
   }
 };
 
@@ -307,15 +331,35 @@ void panels(const Common& a, const Widen& widen) {
   }
 }
 
+// A [M, K] with each row replaced by its rounded values (round(row, out)), packed [M, K].
+template <typename Round>
+std::vector<float> rounded_rows(const Common& c, const Round& round) {
+  std::vector<float> out(static_cast<size_t>(c.M * c.K));
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < c.M; ++m) round(c.A + m * c.lda, out.data() + m * c.K);
+  return out;
+}
+
 }  // namespace
 
 void gemm_q8(const GemmQ8Args& a) {
   if (a.M == 0 || a.N == 0) return;
   const Common c{a.M, a.N, a.K, a.A, a.lda, a.C, a.ldc, a.bias, a.accumulate};
-  if (a.M <= kStreamMaxM)
+  if (a.M <= kStreamMaxM) {
     stream<GemmQ8Args, DotQ8>(c, a);
-  else
-    panels(c, [&](int64_t n, float* out) { widen_q8(a.W + n * a.ldw, a.scale[n], a.K, out); });
+    return;
+  }
+  // The activations rounded per row to int16 (kernels.h), as f32 for sgemm.
+  const std::vector<float> Ar = rounded_rows(c, [&](const float* x, float* out) {
+    std::vector<int16_t> q(static_cast<size_t>(a.K));
+    float d = 0.0f;
+    quantize_act_int16(x, a.K, q.data(), &d);
+    for (int64_t k = 0; k < a.K; ++k) out[k] = d * float(q[size_t(k)]);
+  });
+  Common r = c;
+  r.A = Ar.data();
+  r.lda = a.K;
+  panels(r, [&](int64_t n, float* out) { widen_q8(a.W + n * a.ldw, a.scale[n], a.K, out); });
 }
 
 void gemm_q4(const GemmQ4Args& a) {
@@ -326,18 +370,12 @@ void gemm_q4(const GemmQ4Args& a) {
   else {
     // The activations rounded per group (kernels.h), as f32 for sgemm.
     const int64_t G = q4_groups(a.K);
-    std::vector<float> Ar(static_cast<size_t>(a.M * a.K));
-#pragma omp parallel
-    {
+    const std::vector<float> Ar = rounded_rows(c, [&](const float* x, float* out) {
       std::vector<int8_t> q(static_cast<size_t>(G * kQ4Group));
       std::vector<float> d(static_cast<size_t>(G));
-#pragma omp for schedule(static)
-      for (int64_t m = 0; m < a.M; ++m) {
-        quantize_act_q4(a.A + m * a.lda, a.K, q.data(), d.data());
-        for (int64_t k = 0; k < a.K; ++k)
-          Ar[size_t(m * a.K + k)] = d[size_t(k / kQ4Group)] * float(q[size_t(k)]);
-      }
-    }
+      quantize_act_q4(x, a.K, q.data(), d.data());
+      for (int64_t k = 0; k < a.K; ++k) out[k] = d[size_t(k / kQ4Group)] * float(q[size_t(k)]);
+    });
     Common r = c;
     r.A = Ar.data();
     r.lda = a.K;
