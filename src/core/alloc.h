@@ -41,4 +41,20 @@ class Buffer {
 };
 using Scratch = Buffer<float>;
 
+// std::vector storage on 64-byte boundaries (weights converted or quantized at load: their rows
+// then start on cache lines, as the rows of a checkpoint read into memory do).
+template <class T>
+struct AlignedAllocator {
+  using value_type = T;
+  AlignedAllocator() = default;
+  template <class U>
+  AlignedAllocator(const AlignedAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <class U>
+  bool operator==(const AlignedAllocator<U>&) const { return true; }
+};
+template <class T>
+using AlignedVector = std::vector<T, AlignedAllocator<T>>;
+
 }  // namespace jamba

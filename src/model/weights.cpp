@@ -87,7 +87,10 @@ class Loader {
   const float* to_f32(const TensorInfo& t) {
     if (t.dtype == DType::F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0)
       return reinterpret_cast<const float*>(t.data);
-    w_.owned.push_back(std::make_unique<std::vector<float>>(tensor_to_f32(t)));
+    {
+      const std::vector<float> f = tensor_to_f32(t);
+      w_.owned.push_back(std::make_unique<AlignedVector<float>>(f.begin(), f.end()));
+    }
     return w_.owned.back()->data();
   }
 
@@ -112,7 +115,7 @@ class Loader {
       if (data == t.data) {
         l->w = to_f32(t);
       } else {
-        w_.owned.push_back(std::make_unique<std::vector<float>>(n));
+        w_.owned.push_back(std::make_unique<AlignedVector<float>>(n));
         convert_to_f32(t.dtype, data, w_.owned.back()->data(), n);
         l->w = w_.owned.back()->data();
       }
@@ -124,7 +127,7 @@ class Loader {
     }
     std::vector<float> f(n);
     convert_to_f32(t.dtype, data, f.data(), n);
-    w_.owned16.push_back(std::make_unique<std::vector<uint16_t>>(n));
+    w_.owned16.push_back(std::make_unique<AlignedVector<uint16_t>>(n));
     for (size_t i = 0; i < n; ++i) (*w_.owned16.back())[i] = f32_to_bf16(f[i]);
     l->w16 = w_.owned16.back()->data();
   }
@@ -135,8 +138,8 @@ class Loader {
     const bool i8 = q == QuantKind::Int8;
     const int64_t rb = i8 ? cols : q4_row_bytes(cols), ns = i8 ? 1 : q4_groups(cols);
     const size_t es = dtype_size(t.dtype);
-    w_.owned8.push_back(std::make_unique<std::vector<uint8_t>>(size_t(rows * rb)));
-    w_.owned.push_back(std::make_unique<std::vector<float>>(size_t(rows * ns)));
+    w_.owned8.push_back(std::make_unique<AlignedVector<uint8_t>>(size_t(rows * rb)));
+    w_.owned.push_back(std::make_unique<AlignedVector<float>>(size_t(rows * ns)));
     uint8_t* qd = w_.owned8.back()->data();
     float* sd = w_.owned.back()->data();
 #pragma omp parallel if (rows * cols > 65536)
@@ -485,7 +488,7 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
                                    [&](const auto& v) { return v->data() == w.embed.w16; });
     if (!owned) {
       const uint16_t* src = w.embed.w16;
-      auto copy = std::make_unique<std::vector<uint16_t>>(src, src + w.embed.out * w.embed.in);
+      auto copy = std::make_unique<AlignedVector<uint16_t>>(src, src + w.embed.out * w.embed.in);
       w.embed.w16 = copy->data();
       if (w.lm_head.w16 == src) w.lm_head.w16 = copy->data();
       w.owned16.push_back(std::move(copy));

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/alloc.h"
+
 #include "io/safetensors.h"
 #include "model/config.h"
 
@@ -77,9 +79,9 @@ struct Weights {
 
   // Storage: the mapped checkpoint (F32 tensors point into it) and converted copies.
   Checkpoint checkpoint;
-  std::vector<std::unique_ptr<std::vector<float>>> owned;
-  std::vector<std::unique_ptr<std::vector<uint16_t>>> owned16;
-  std::vector<std::unique_ptr<std::vector<uint8_t>>> owned8;
+  std::vector<std::unique_ptr<AlignedVector<float>>> owned;
+  std::vector<std::unique_ptr<AlignedVector<uint16_t>>> owned16;
+  std::vector<std::unique_ptr<AlignedVector<uint8_t>>> owned8;
   size_t file_bytes = 0;  // bytes of tensor data in the checkpoint
   bool matrices_bf16 = false;  // the matrices that are not quantized are bf16 (else f32)
   WeightType type = WeightType::F32;  // resolved (never Auto): F32, BF16, Int8, Int8Experts or Q4

@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -211,8 +212,10 @@ struct DotQ4 {
           _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + p * 32))),
           mask);
       // The pair's two scales into lanes 0-1 by a plain 8-byte load (a masked load was slower).
+      uint64_t two;  // the scales are only 4-byte aligned: memcpy, one 8-byte load
+      std::memcpy(&two, s + 2 * p, 8);
       const __m512 sw = _mm512_permutexvar_ps(
-          pat, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(s + 2 * p)))));
+          pat, _mm512_castps128_ps512(_mm_castsi128_ps(_mm_cvtsi64_si128(int64_t(two)))));
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) {
         const __m512i t =
