@@ -86,6 +86,8 @@ const QCase kCases[] = {
     // long rows: int8's int32 sums move to f32 every 4096 inputs (tails after the last move)
     {1, 40, 9000, 0, 3, 0, true, false},    {8, 33, 4100, 2, 0, 1, false, true},
     {3, 20, 8193, 0, 0, 0, false, false},
+    // q4 quads of 4 groups: a last quad of 3 full groups (+ a partial group), of 3 exactly
+    {2, 45, 230, 1, 1, 0, true, true},      {8, 19, 480, 0, 0, 0, false, false},
 };
 
 // Runs ref and cpu through `run(C)` on the same C0 and compares per element, relative to

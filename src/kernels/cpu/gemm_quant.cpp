@@ -132,28 +132,33 @@ struct DotQ8 {
 };
 
 // One q4 weight row against MR activation rows rounded per group to int8 (kernels.h). Groups go
-// in pairs: the 32 bytes of groups g0, g1 give low nibbles [g0 0-15 | g1 0-15] and high
-// nibbles [g0 16-31 | g1 16-31], one 64-byte register; prepare() stores each row's int8
-// activations in that order, so one dpbusd (u8 nibbles x s8 activations) adds 64 products into
-// 16 int32 lanes (lanes 0-3 and 8-11 belong to g0, 4-7 and 12-15 to g1). With n = q + 8, a
-// group gives sw * da * (sum n * qa - 8 * sum qa): the -8 term is one dot of the weight scales
-// with c = da * sum qa per row. The groups after the last pair run scalar (same integers).
+// in quads: the 64 bytes of groups g0..g3 give, masked, their low nibbles (values 0-15 of each
+// group, byte order) and, shifted, their high nibbles (values 16-31); prepare() stores each
+// row's int8 activations in both orders, so two dpbusd (u8 nibbles x s8 activations) add the
+// 128 products of the quad into 16 int32 lanes, lanes 4j..4j+3 belonging to group gj, converted
+// once and scaled per lane by sw * da. With n = q + 8, a group gives sw * da * (sum n * qa -
+// 8 * sum qa): the -8 term is one dot of the weight scales with c = da * sum qa per row. A last
+// quad with fewer than 4 full groups is masked (zero activations and scales for the missing
+// ones); a partial last group (K % 32) runs scalar on the same integers.
 struct DotQ4 {
   const GemmQ4Args& a;
-  int64_t G = 0, pairs = 0;
-  std::vector<int8_t> qa;   // [rows, G * 32] natural order
-  std::vector<int8_t> qp;   // [rows, pairs * 64] pair order
-  std::vector<float> da;    // [rows, G]
-  std::vector<float> dpat;  // [rows, pairs * 16] lane scales: da0 x4, da1 x4, da0/16 x4, da1/16 x4
-  std::vector<float> c;     // [rows, G] da * sum qa
+  int64_t G = 0, FG = 0, quads = 0;
+  std::vector<int8_t> qa;    // [rows, G * 32] natural order
+  std::vector<int8_t> qlo;   // [rows, quads * 64] values 0-15 of each group of the quad
+  std::vector<int8_t> qhi;   // [rows, quads * 64] values 16-31
+  std::vector<float> da;     // [rows, G]
+  std::vector<float> dpat;   // [rows, quads * 16] lane scales: da of group 4q + lane / 4
+  std::vector<float> c;      // [rows, G] da * sum qa
 
   void prepare(const float* A, int64_t rows) {
     G = q4_groups(a.K);
-    pairs = (a.K / kQ4Group) / 2;
+    FG = a.K / kQ4Group;
+    quads = (FG + 3) / 4;
     qa.resize(static_cast<size_t>(rows * G * kQ4Group));
-    qp.resize(static_cast<size_t>(rows * pairs * 64));
+    qlo.assign(static_cast<size_t>(rows * quads * 64), 0);
+    qhi.assign(static_cast<size_t>(rows * quads * 64), 0);
     da.resize(static_cast<size_t>(rows * G));
-    dpat.resize(static_cast<size_t>(rows * pairs * 16));
+    dpat.assign(static_cast<size_t>(rows * quads * 16), 0.0f);
     c.resize(static_cast<size_t>(rows * G));
     for (int64_t m = 0; m < rows; ++m) {
       int8_t* q = qa.data() + m * G * kQ4Group;
@@ -164,23 +169,15 @@ struct DotQ4 {
         for (int64_t j = 0; j < kQ4Group; ++j) t += q[g * kQ4Group + j];
         c[size_t(m * G + g)] = d[g] * float(t);
       }
-      for (int64_t p = 0; p < pairs; ++p) {
-        const int8_t* g0 = q + 2 * p * kQ4Group;
-        const int8_t* g1 = g0 + kQ4Group;
-        int8_t* dst = qp.data() + (m * pairs + p) * 64;
-        for (int j = 0; j < 16; ++j) {
-          dst[j] = g0[j];
-          dst[16 + j] = g1[j];
-          dst[32 + j] = g0[16 + j];
-          dst[48 + j] = g1[16 + j];
+      for (int64_t g = 0; g < FG; ++g) {
+        const int64_t qd = g / 4, j = g % 4;
+        int8_t* lo = qlo.data() + (m * quads + qd) * 64 + j * 16;
+        int8_t* hi = qhi.data() + (m * quads + qd) * 64 + j * 16;
+        for (int i = 0; i < 16; ++i) {
+          lo[i] = q[g * kQ4Group + i];
+          hi[i] = q[g * kQ4Group + 16 + i];
         }
-        float* dp = dpat.data() + (m * pairs + p) * 16;
-        for (int j = 0; j < 4; ++j) {
-          dp[j] = d[2 * p];
-          dp[4 + j] = d[2 * p + 1];
-          dp[8 + j] = d[2 * p] / 16.0f;
-          dp[12 + j] = d[2 * p + 1] / 16.0f;
-        }
+        for (int i = 0; i < 4; ++i) dpat[size_t((m * quads + qd) * 16 + j * 4 + i)] = d[g];
       }
     }
   }
@@ -193,45 +190,46 @@ struct DotQ4 {
     for (int m = 0; m < MR; ++m) out[m] = 0.0f;
     int64_t g_done = 0;
 #if defined(__AVX512VNNI__)
-    constexpr int U = kChains<MR> / 2;  // pairs per step, one chain each
+    constexpr int U = kChains<MR> / 2;  // quads per step, one chain each
     __m512 acc[U][MR];
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u)
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) acc[u][m] = _mm512_setzero_ps();
-    // The 32 bytes in both halves; the low half keeps the low nibbles, the high half the high
-    // nibbles in place (16 n: its lanes' activation scales carry the 1/16, exact in float).
-    const __m512i mask =
-        _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8(char(0xF0)), 1);
-    const __m512i pat = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-    auto pair = [&](int64_t p, __m512(&ac)[MR]) __attribute__((always_inline)) {
-      // As DotQ8: a software prefetch once per cache line (two pairs) when several rows share it.
-      if constexpr (MR > 2)
-        if (p % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(w + p * 32 + 4096), _MM_HINT_T0);
-      const __m512i nib = _mm512_and_si512(
-          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + p * 32))),
-          mask);
-      // The pair's two scales into lanes 0-1 by a plain 8-byte load (a masked load was slower).
-      uint64_t two;  // the scales are only 4-byte aligned: memcpy, one 8-byte load
-      std::memcpy(&two, s + 2 * p, 8);
-      const __m512 sw = _mm512_permutexvar_ps(
-          pat, _mm512_castps128_ps512(_mm_castsi128_ps(_mm_cvtsi64_si128(int64_t(two)))));
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    const __m512i pat = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    auto quad = [&](int64_t qd, __m512(&ac)[MR], int ng) __attribute__((always_inline)) {
+      // As DotQ8: a software prefetch (one per quad = cache line) when several rows share it.
+      if constexpr (MR > 2) _mm_prefetch(reinterpret_cast<const char*>(w + qd * 64 + 4096), _MM_HINT_T0);
+      __m512i raw;
+      __m128 s4;
+      if (ng == 4) {
+        raw = _mm512_loadu_si512(w + qd * 64);
+        s4 = _mm_loadu_ps(s + qd * 4);
+      } else {  // the last, partial quad: only its ng full groups
+        raw = _mm512_maskz_loadu_epi8(__mmask64((uint64_t(1) << (16 * ng)) - 1), w + qd * 64);
+        s4 = _mm_maskz_loadu_ps(__mmask8((1u << ng) - 1), s + qd * 4);
+      }
+      const __m512i lo = _mm512_and_si512(raw, low);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+      const __m512 sw = _mm512_permutexvar_ps(pat, _mm512_castps128_ps512(s4));
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) {
-        const __m512i t =
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), nib,
-                                _mm512_loadu_si512(qp.data() + (int64_t(m) * pairs + p) * 64));
-        const __m512 sc =
-            _mm512_mul_ps(sw, _mm512_loadu_ps(dpat.data() + (int64_t(m) * pairs + p) * 16));
+        const int64_t o = int64_t(m) * quads + qd;
+        __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(qlo.data() + o * 64));
+        t = _mm512_dpbusd_epi32(t, hi, _mm512_loadu_si512(qhi.data() + o * 64));
+        const __m512 sc = _mm512_mul_ps(sw, _mm512_loadu_ps(dpat.data() + o * 16));
         ac[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, ac[m]);
       }
     };
-    int64_t p = 0;
-    for (; p + U <= pairs; p += U)
+    const int64_t full = FG / 4;
+    int64_t qd = 0;
+    for (; qd + U <= full; qd += U)
 #pragma GCC unroll 4
-      for (int u = 0; u < U; ++u) pair(p + u, acc[u]);
-    for (; p < pairs; ++p) pair(p, acc[0]);
-    g_done = 2 * pairs;
+      for (int u = 0; u < U; ++u) quad(qd + u, acc[u], 4);
+    for (; qd < full; ++qd) quad(qd, acc[0], 4);
+    if (FG % 4) quad(full, acc[0], int(FG % 4));
+    g_done = FG;
     for (int m = 0; m < MR; ++m) {
       __m512 t = acc[0][m];
       for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, acc[u][m]);
