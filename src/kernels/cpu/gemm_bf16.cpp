@@ -157,8 +157,8 @@ void dot_rows_bf16(const uint16_t* A, int64_t lda, const uint16_t* w, int64_t ld
 template <int MR>
 void small_m_bf16(const GemmBf16Args& a, const uint16_t* A, int64_t lda) {
   constexpr int NR = MR <= 4 ? 4 : 3;
-  // Rows are taken kChunk blocks at a time and walked kKBlock columns at a time, so the MR x
-  // kKBlock slice of A stays in L1 while the weights stream past it (a whole 8 x 4096 bf16 A is
+  // Rows are taken kChunk blocks at a time and walked kblock columns at a time, so the MR x
+  // kblock slice of A stays in L1 while the weights stream past it (a whole 8 x 4096 bf16 A is
   // 64 KB and was re-read from L2 for every block): 16384 x 4096 matrix, M = 8, 2 threads:
   // 26 -> 34 GB/s. One or two rows of A fit in L1 whole.
   constexpr int64_t kChunk = 64;
