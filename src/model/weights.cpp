@@ -84,14 +84,18 @@ class Loader {
     return has(name) ? get(name, shape) : nullptr;
   }
 
+  // n values of type dt at src, converted into owned (64-byte aligned) f32 memory.
+  float* owned_f32(DType dt, const void* src, size_t n) {
+    w_.owned.push_back(std::make_unique<AlignedVector<float>>(n));
+    convert_to_f32(dt, src, w_.owned.back()->data(), n);
+    return w_.owned.back()->data();
+  }
+
+  // (The loader has checked the dtype is a float one.)
   const float* to_f32(const TensorInfo& t) {
     if (t.dtype == DType::F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0)
       return reinterpret_cast<const float*>(t.data);
-    {
-      const std::vector<float> f = tensor_to_f32(t);
-      w_.owned.push_back(std::make_unique<AlignedVector<float>>(f.begin(), f.end()));
-    }
-    return w_.owned.back()->data();
+    return owned_f32(t.dtype, t.data, size_t(t.numel()));
   }
 
   // A big matrix in the requested in-memory type: quantized if its role asks for it, else bf16
@@ -112,13 +116,7 @@ class Loader {
     }
     const bool bf16 = bf16_ && role != Role::KeepF32;
     if (!bf16) {
-      if (data == t.data) {
-        l->w = to_f32(t);
-      } else {
-        w_.owned.push_back(std::make_unique<AlignedVector<float>>(n));
-        convert_to_f32(t.dtype, data, w_.owned.back()->data(), n);
-        l->w = w_.owned.back()->data();
-      }
+      l->w = data == t.data ? to_f32(t) : owned_f32(t.dtype, data, n);
       return;
     }
     if (t.dtype == DType::BF16) {

@@ -18,6 +18,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
+#include "core/alloc.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
 
@@ -39,11 +40,6 @@ struct Common {
   bool accumulate;
 };
 
-// Independent accumulator chains per activation row: with few rows, one FMA chain per 16 weights
-// would be bound by the FMA latency (4 cycles), not by memory; 4 chains per row hide it.
-template <int MR>
-constexpr int kChains = MR <= 2 ? 4 : 2;
-
 // One int8 weight row against MR activation rows rounded to int16 (kernels.h): vpdpwssd adds 32
 // products (int16 pairs) into 16 int32 lanes, from the weights sign-extended to int16 and the
 // rows' int16 values (zero-padded to a multiple of 32). A lane gains at most 2 * 127 * 32767
@@ -57,16 +53,15 @@ struct DotQ8 {
   static constexpr int64_t kAhead = MR > 4 ? 4096 : 2048;
   const GemmQ8Args& a;
   int64_t Kp = 0;
-  std::vector<int16_t> store;
-  int16_t* qa = nullptr;  // [rows, Kp], 64-byte aligned in store
-  std::vector<float> da;  // [rows]
+  AlignedVector<int16_t> qa;  // [rows, Kp]
+  std::vector<float> da;      // [rows]
 
   void prepare(const float* A, int64_t rows) {
     Kp = (a.K + 31) / 32 * 32;
-    store.assign(static_cast<size_t>(rows * Kp + 32), 0);
-    qa = store.data() + (64 - reinterpret_cast<uintptr_t>(store.data()) % 64) % 64 / 2;
+    qa.assign(static_cast<size_t>(rows * Kp), 0);
     da.resize(static_cast<size_t>(rows));
-    for (int64_t m = 0; m < rows; ++m) quantize_act_int16(A + m * a.lda, a.K, qa + m * Kp, &da[size_t(m)]);
+    for (int64_t m = 0; m < rows; ++m)
+      quantize_act_int16(A + m * a.lda, a.K, qa.data() + m * Kp, &da[size_t(m)]);
   }
 
   template <int MR>
@@ -98,7 +93,7 @@ struct DotQ8 {
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k + 32 * u)));
 #pragma GCC unroll 8
           for (int m = 0; m < MR; ++m)
-            acc[u][m] = _mm512_dpwssd_epi32(acc[u][m], wv, _mm512_load_si512(qa + m * Kp + k + 32 * u));
+            acc[u][m] = _mm512_dpwssd_epi32(acc[u][m], wv, _mm512_load_si512(qa.data() + m * Kp + k + 32 * u));
         }
       // The last steps into their own sums: sharing acc with the loop above made GCC copy
       // every accumulator twice per step (M = 8: 16 extra moves per 8 products).
@@ -110,7 +105,7 @@ struct DotQ8 {
         const __m512i wv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mk, w + k));
 #pragma GCC unroll 8
         for (int m = 0; m < MR; ++m)
-          tail[m] = _mm512_dpwssd_epi32(tail[m], wv, _mm512_load_si512(qa + m * Kp + k));
+          tail[m] = _mm512_dpwssd_epi32(tail[m], wv, _mm512_load_si512(qa.data() + m * Kp + k));
       }
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) {
@@ -124,7 +119,7 @@ struct DotQ8 {
 #else
     for (int m = 0; m < MR; ++m) {
       int64_t dot = 0;
-      for (int64_t k = 0; k < K; ++k) dot += int64_t(w[k]) * qa[m * Kp + k];
+      for (int64_t k = 0; k < K; ++k) dot += int64_t(w[k]) * qa[size_t(m * Kp + k)];
       out[m] = a.scale[n] * da[size_t(m)] * float(dot);
     }
 #endif
@@ -190,7 +185,9 @@ struct DotQ4 {
     for (int m = 0; m < MR; ++m) out[m] = 0.0f;
     int64_t g_done = 0;
 #if defined(__AVX512VNNI__)
-    constexpr int U = kChains<MR> / 2;  // quads per step, one chain each
+    // Quads per step, one accumulator chain each: with one or two rows a single chain would be
+    // bound by the FMA latency, not by memory.
+    constexpr int U = MR <= 2 ? 2 : 1;
     __m512 acc[U][MR];
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u)
