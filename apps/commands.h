@@ -27,5 +27,6 @@ Runner add_tokenize(CLI::App& app);
 Runner add_grad(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_train(CLI::App& app);
+Runner add_serve(CLI::App& app);
 
 }  // namespace jamba::app

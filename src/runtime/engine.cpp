@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdint>
 
 #include "core/error.h"
 
@@ -38,6 +41,8 @@ void Engine::validate(const GenerateRequest& req) const {
                 req.prompt[i], ", outside the vocabulary [0, ", V, ")");
   JAMBA_CHECK(req.max_new_tokens >= 0, "[generate] max_new_tokens must be >= 0, got ",
               req.max_new_tokens);
+  JAMBA_CHECK(req.logprobs <= kMaxTopLogprobs, "[generate] logprobs must be <= ", kMaxTopLogprobs,
+              ", got ", req.logprobs);
   JAMBA_CHECK(int64_t(req.prompt.size()) <= opts_.max_context, "[generate] the prompt has ",
               req.prompt.size(), " tokens, longer than the context of ", opts_.max_context,
               " tokens");
@@ -45,6 +50,13 @@ void Engine::validate(const GenerateRequest& req) const {
 }
 
 int64_t Engine::submit(GenerateRequest req, TokenCallback on_token) {
+  EventCallback cb;
+  if (on_token)
+    cb = [f = std::move(on_token)](int64_t id, const TokenEvent& ev) { return f(id, ev.token); };
+  return submit_events(std::move(req), std::move(cb));
+}
+
+int64_t Engine::submit_events(GenerateRequest req, EventCallback on_token) {
   validate(req);
   const int64_t need = int64_t(req.prompt.size()) + req.max_new_tokens;
   if (need > opts_.max_context) req.max_new_tokens = opts_.max_context - int64_t(req.prompt.size());
@@ -82,31 +94,65 @@ void Engine::cancel(int64_t id) {
   std::erase_if(active_, [](const auto& a) { return a->res.finish != FinishReason::Running; });
 }
 
+namespace {
+// log softmax of the raw logits at `tok`, and the n most likely ids (ties: lower id first).
+void fill_logprobs(const float* logits, int64_t V, int n, TokenEvent& ev) {
+  float mx = logits[0];
+  for (int64_t i = 1; i < V; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < V; ++i) sum += std::exp(double(logits[i]) - mx);
+  const float lse = mx + float(std::log(sum));
+  ev.logprob = logits[ev.token] - lse;
+  if (n <= 0) return;
+  std::vector<int32_t> ids(static_cast<size_t>(V));
+  for (int64_t i = 0; i < V; ++i) ids[size_t(i)] = int32_t(i);
+  const size_t k = std::min<size_t>(size_t(n), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  for (size_t i = 0; i < k; ++i) ev.top.emplace_back(ids[i], logits[ids[i]] - lse);
+}
+}  // namespace
+
 bool Engine::accept(Active& a, const float* logits) {
   const int64_t V = model_.config().vocab_size;
   if (a.req.record_logits) a.res.step_logits.emplace_back(logits, logits + V);
   const int32_t tok = a.sampler.sample({logits, size_t(V)}, a.history);
   a.history.push_back(tok);
   a.res.tokens.push_back(tok);
-  bool go_on = !a.cb || a.cb(a.id, tok);
+  bool go_on = true;
+  if (a.cb) {
+    TokenEvent ev{.token = tok};
+    if (a.req.logprobs >= 0) fill_logprobs(logits, V, a.req.logprobs, ev);
+    go_on = a.cb(a.id, ev);
+  }
   if (std::find(a.req.stop_ids.begin(), a.req.stop_ids.end(), tok) != a.req.stop_ids.end()) {
-    finish(a, FinishReason::Stop);
+    finish(a, FinishReason::Stop, logits);
     return false;
   }
   if (!go_on) {
-    finish(a, FinishReason::Cancelled);
+    finish(a, FinishReason::Cancelled, logits);
     return false;
   }
   if (int64_t(a.res.tokens.size()) >= a.req.max_new_tokens) {
-    finish(a, FinishReason::Length);
+    finish(a, FinishReason::Length, logits);
     return false;
   }
   return true;
 }
 
-void Engine::finish(Active& a, FinishReason r) {
+void Engine::finish(Active& a, FinishReason r, const float* last_logits) {
   a.res.finish = r;
   if (a.prefill_done) a.res.decode_seconds = now_s() - a.t_start;
+  // The state has consumed history[0, fed) and `last_logits` came out of it: keep it for a later
+  // request that continues this one (the next turn of a conversation). It is no longer needed
+  // here, so it is moved, not copied.
+  if (last_logits && opts_.prefix_cache && opts_.snapshot_finished && a.prefill_done &&
+      a.fed > int64_t(a.req.prompt.size())) {
+    const int64_t V = model_.config().vocab_size;
+    cache_.insert({std::vector<int32_t>(a.history.begin(), a.history.begin() + a.fed),
+                   std::move(a.state), std::vector<float>(last_logits, last_logits + V)});
+  }
   done_[a.id] = std::move(a.res);
   a.res.finish = r;  // moved-from: keep the marker for erase_if
 }
@@ -115,12 +161,19 @@ void Engine::step() {
   if (active_.empty()) return;
   std::vector<BatchItem> items;
   std::vector<Active*> owners;
+  const bool decoding = std::any_of(active_.begin(), active_.end(),
+                                    [](const auto& a) { return a->prefill_done; });
+  int64_t budget = decoding && opts_.prefill_budget_while_decoding > 0
+                       ? opts_.prefill_budget_while_decoding
+                       : INT64_MAX;
   for (auto& up : active_) {
     Active& a = *up;
     const int64_t left = int64_t(a.history.size()) - a.fed;
-    int64_t n = a.prefill_done ? 1 : std::min(left, opts_.prefill_chunk);
+    int64_t n = a.prefill_done ? 1 : std::min({left, opts_.prefill_chunk, budget});
+    if (n == 0) continue;  // budget spent: this prompt waits for the next step
     if (!a.prefill_done && opts_.prefix_cache && opts_.snapshot_interval > 0)  // end chunks on
       n = std::min(n, opts_.snapshot_interval - a.fed % opts_.snapshot_interval);  // boundaries
+    if (!a.prefill_done) budget -= n;
     const bool last = a.fed + n == int64_t(a.history.size());
     items.push_back({&a.state, {a.history.data() + a.fed, size_t(n)}, {},
                      last ? LogitsMode::Last : LogitsMode::None});

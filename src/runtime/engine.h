@@ -22,6 +22,17 @@ struct GenerateRequest {
   SamplingParams sampling{.temperature = 0.0f};
   std::vector<int32_t> stop_ids;  // generation ends after emitting any of these
   bool record_logits = false;     // keep the logits of every sampled step (for exact checks)
+  // >= 0: every TokenEvent carries the sampled token's log-probability under the model (log
+  // softmax of the raw logits, before penalties and temperature) and this many top alternatives.
+  int logprobs = -1;
+};
+
+inline constexpr int kMaxTopLogprobs = 20;
+
+struct TokenEvent {
+  int32_t token = 0;
+  float logprob = 0;                                  // if GenerateRequest::logprobs >= 0
+  std::vector<std::pair<int32_t, float>> top;         // (id, logprob), best first
 };
 
 enum class FinishReason { Running, Length, Stop, Cancelled };
@@ -44,12 +55,22 @@ struct EngineOptions {
   // During a prefill, also snapshot every this many tokens (0 = only at the end of the prompt),
   // so a later prompt that diverges inside this one still resumes from the last boundary.
   int64_t snapshot_interval = 1024;
+  // While any request is decoding, the prompt tokens of all prefilling requests together are
+  // limited to this many per step (0 = no limit beyond prefill_chunk each), so a long new prompt
+  // is prefilled in slices between the decode steps of the running streams instead of stalling
+  // them for a whole prefill_chunk.
+  int64_t prefill_budget_while_decoding = 0;
+  // Also snapshot every finished request (prompt + generated tokens), so the next turn of a
+  // conversation resumes after the answer.
+  bool snapshot_finished = true;
 };
 
 class Engine {
  public:
   // Called for every generated token; return false to stop that request.
   using TokenCallback = std::function<bool(int64_t request_id, int32_t token)>;
+  // The same with the token's log-probabilities (GenerateRequest::logprobs).
+  using EventCallback = std::function<bool(int64_t request_id, const TokenEvent& ev)>;
 
   Engine(const Model& model, EngineOptions opts = {});
 
@@ -58,6 +79,7 @@ class Engine {
   void validate(const GenerateRequest& req) const;
   // Validates and queues; returns the request id.
   int64_t submit(GenerateRequest req, TokenCallback on_token = {});
+  int64_t submit_events(GenerateRequest req, EventCallback on_event);
   void cancel(int64_t id);
   void step();  // one forward over every active request
   bool idle() const { return active_.empty(); }
@@ -68,12 +90,14 @@ class Engine {
   RequestResult take_result(int64_t id);  // throws if not finished
   PrefixCache& prefix_cache() { return cache_; }
   int64_t active_count() const { return int64_t(active_.size()); }
+  int64_t max_context() const { return opts_.max_context; }
+  const Model& model() const { return model_; }
 
  private:
   struct Active {
     int64_t id;
     GenerateRequest req;
-    TokenCallback cb;
+    EventCallback cb;
     SequenceState state;
     Sampler sampler;
     std::vector<int32_t> history;  // prompt + generated
@@ -83,7 +107,7 @@ class Engine {
     bool prefill_done = false;
   };
   bool accept(Active& a, const float* logits);  // sample + bookkeeping; false when finished
-  void finish(Active& a, FinishReason r);
+  void finish(Active& a, FinishReason r, const float* last_logits = nullptr);
 
   const Model& model_;
   EngineOptions opts_;
