@@ -36,6 +36,13 @@ std::string model_name(const std::string& dir) {
 Runner add_serve(CLI::App& app) {
   auto o = std::make_shared<ServeOpts>();
   o->g.model = JAMBA_DEMO_MODEL;
+  // Float32 GEMM inputs by default: with bf16-rounded inputs a row's result depends on which
+  // kernel its GEMM takes, i.e. on what else is in the batch, how a prompt was chunked and
+  // whether a prefix came from the cache, and the bf16 rounding turns those last-bit
+  // differences into different tokens. A server must give a request the same answer alone, in a
+  // batch and after a cache hit (docs/SERVER.md); `--activations auto` trades that for ~3x
+  // faster prefill of bf16 checkpoints.
+  o->g.activations = "f32";
   app.add_option("--model,-m", o->g.model, "checkpoint directory (default: the demo model)");
   app.add_option("--tokenizer", o->g.tokenizer, "tokenizer.model or directory (default: the model's)");
   app.add_option("--host", o->s.host, "address to listen on");
@@ -62,7 +69,9 @@ Runner add_serve(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads,-t", o->g.threads, "compute threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--dtype", o->g.dtype, kDtypeHelp);
-  app.add_option("--activations", o->g.activations, kActivationsHelp);
+  app.add_option("--activations", o->g.activations,
+                 std::string(kActivationsHelp) +
+                     ". Default here: f32, so that answers do not depend on batching or caching");
   app.add_flag("!--no-log", o->s.log_requests, "no per-request log lines");
   return [o] {
     // Signals go to one waiting thread (blocked everywhere else, before any thread starts).

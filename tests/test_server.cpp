@@ -138,6 +138,9 @@ TEST(ServerApi, HostileBodiesAreClear400s) {
   e = api_error(R"({"messages":[{"role":"user","content":"a)" "\xff\xfe" R"("}]})");
   EXPECT_EQ(e.status, 400);
   EXPECT_NE(std::string(e.what()).find("UTF-8"), std::string::npos) << e.what();
+  EXPECT_EQ(e.param, "messages[0].content");
+  e = api_error("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"st\xc0p\":1}");
+  EXPECT_EQ(e.param, "st\xef\xbf\xbdp") << e.what();  // a bad key: named with U+FFFD
   e = api_error(R"({"messages":[{"role":"user","content":"\udc00"}]})");  // lone surrogate escape
   EXPECT_EQ(e.status, 400);
   e = api_error(R"({"messages": [)");

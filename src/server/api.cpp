@@ -141,15 +141,77 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-ApiRequest parse_api_request(std::string_view body, Endpoint ep) {
-  if (!valid_utf8(body))
-    throw ApiError(400, "the request body is not valid UTF-8 (JSON text must be UTF-8)");
-  json j;
+namespace {
+// Byte offset of the first invalid UTF-8 sequence (npos if none) and its length.
+size_t first_invalid_utf8(std::string_view s, size_t* len) {
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t n = 1;
+    while (i + n <= s.size() && n <= 4 && !valid_utf8(s.substr(i, n))) ++n;
+    if (n > 4 || i + n > s.size()) {
+      *len = 1;
+      return i;
+    }
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
+// Path ("messages[1].content") of the first string (or key) containing `marker`, or "".
+std::string path_of(const json& j, const std::string& marker, const std::string& here) {
+  if (j.is_string()) return j.get_ref<const std::string&>().find(marker) != std::string::npos ? here : "";
+  if (j.is_array()) {
+    for (size_t i = 0; i < j.size(); ++i) {
+      std::string p = path_of(j[i], marker, here + "[" + std::to_string(i) + "]");
+      if (!p.empty()) return p;
+    }
+  } else if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) {
+      const std::string sub = here.empty() ? k : here + "." + k;
+      if (k.find(marker) != std::string::npos) return sub;
+      std::string p = path_of(v, marker, sub);
+      if (!p.empty()) return p;
+    }
+  }
+  return "";
+}
+}  // namespace
+
+json parse_body(std::string_view body) {
+  if (!valid_utf8(body)) {
+    // Name the field that holds the bad bytes: parse a copy with each invalid byte replaced
+    // by a private-use character, then find that character.
+    static const std::string kMark = "\xf3\xb0\x80\x80";  // U+F0000
+    std::string fixed;
+    size_t pos = 0, len = 0, first = std::string::npos;
+    for (;;) {
+      const size_t at = first_invalid_utf8(body.substr(pos), &len);
+      if (at == std::string_view::npos) break;
+      if (first == std::string::npos) first = pos + at;
+      fixed.append(body.substr(pos, at));
+      fixed += kMark;
+      pos += at + len;
+    }
+    fixed.append(body.substr(pos));
+    std::string field;
+    try {
+      field = path_of(parse_json_limited(fixed, "request body"), kMark, "");
+    } catch (const Error&) {
+    }
+    for (size_t at; (at = field.find(kMark)) != std::string::npos;) field.replace(at, kMark.size(), "\xef\xbf\xbd");
+    const std::string where = " (byte " + std::to_string(first) + " of the body)";
+    if (!field.empty()) throw ApiError(400, "'" + field + "' is not valid UTF-8" + where, field);
+    throw ApiError(400, "the request body is not valid UTF-8" + where);
+  }
   try {
-    j = parse_json_limited(body, "request body");
+    return parse_json_limited(body, "request body");
   } catch (const Error& e) {
     throw ApiError(400, e.what());
   }
+}
+
+ApiRequest parse_api_request(std::string_view body, Endpoint ep) {
+  json j = parse_body(body);
   if (!j.is_object())
     throw ApiError(400, std::string("the request body must be a JSON object, got ") + kind(j));
   ApiRequest r;

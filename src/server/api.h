@@ -5,6 +5,7 @@
 // message names the field, the expected and the actual value.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -51,6 +52,10 @@ inline constexpr int kMaxLogprobsCompletion = 5;   // OpenAI's limit (legacy com
 // a server may not know. Throws ApiError (400) for invalid JSON, nesting deeper than
 // kMaxJsonDepth, or any invalid field.
 ApiRequest parse_api_request(std::string_view body, Endpoint ep);
+
+// A JSON object body of any route, parsed with the limits above (ApiError 400 otherwise; a
+// body that is not UTF-8 is refused naming the field that holds the bad bytes).
+nlohmann::json parse_body(std::string_view body);
 
 // {"error": {...}} for an ApiError.
 std::string error_body(const ApiError& e);

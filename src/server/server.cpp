@@ -151,8 +151,27 @@ class TextAssembler {
   std::string raw_;
 };
 
+// The text a token contributes to the output (so the tokens of an answer concatenate to its
+// text, as OpenAI's do): the vocabulary piece with SentencePiece's word-boundary mark as a
+// space, a byte-fallback piece as its byte. decode() of a single id would drop the leading space.
+std::string token_text(const Tokenizer& tok, int32_t id) {
+  std::string p = tok.piece(id);
+  if (p.size() == 6 && p.rfind("<0x", 0) == 0 && p[5] == '>')
+    return std::string(1, char(std::stoi(p.substr(3, 2), nullptr, 16)));
+  std::string out;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p.compare(i, 3, "\xe2\x96\x81") == 0) {  // U+2581
+      out += ' ';
+      i += 2;
+    } else {
+      out += p[i];
+    }
+  }
+  return out;
+}
+
 json logprob_entry(const Tokenizer& tok, int32_t id, float lp) {
-  const std::string s = tok.decode({id});
+  const std::string s = token_text(tok, id);
   json bytes = json::array();
   for (unsigned char c : s) bytes.push_back(int(c));
   return {{"token", s}, {"logprob", lp}, {"bytes", bytes}};
@@ -475,10 +494,10 @@ struct Server::Impl {
     }
     json tokens = json::array(), lps = json::array(), tops = json::array();
     for (const auto& ev : evs) {
-      tokens.push_back(tok.decode({ev.token}));
+      tokens.push_back(token_text(tok, ev.token));
       lps.push_back(ev.logprob);
       json top = json::object();
-      for (auto [id, lp] : ev.top) top[tok.decode({id})] = lp;
+      for (auto [id, lp] : ev.top) top[token_text(tok, id)] = lp;
       tops.push_back(top);
     }
     return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}};
@@ -628,7 +647,6 @@ struct Server::Impl {
           else choice["text"] = "";
           last["choices"] = json::array({choice});
           last["timings"] = o.timings;
-          if (!job.api.include_usage) last["usage"] = o.usage;  // harmless extra for clients
           send(last);
           if (job.api.include_usage) {
             json u = base(job, true);
@@ -806,13 +824,7 @@ struct Server::Impl {
   }
 
   static json body_object(const std::string& body) {
-    if (!valid_utf8(body)) throw ApiError(400, "the request body is not valid UTF-8");
-    json j;
-    try {
-      j = parse_json_limited(body, "request body");
-    } catch (const Error& e) {
-      throw ApiError(400, e.what());
-    }
+    json j = parse_body(body);
     if (!j.is_object()) throw ApiError(400, "the request body must be a JSON object");
     return j;
   }
