@@ -87,7 +87,7 @@ async function idsPrompt(url, n, seed) {
 }
 const rssKiB = (pid) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
 
-const srv = await startServer(['--parallel', '16', '--cache-ram', opt['cache-ram']]);
+const srv = await startServer(['--parallel', '16', '--cache-ram', opt['cache-ram'], ...(process.env.EXTRA_SERVE_ARGS ?? '').split(' ').filter(Boolean)]);
 log('server up at', srv.url);
 try {
   if (only.has(1) || only.has(2)) {

@@ -177,6 +177,83 @@ json logprob_entry(const Tokenizer& tok, int32_t id, float lp) {
   return {{"token", s}, {"logprob", lp}, {"bytes", bytes}};
 }
 
+// HTTP worker threads, started on demand up to a limit, idle ones reused last-in first-out.
+// httplib's own pool starts every thread up front and wakes them in turn, so over time every one
+// of the (parallel + queue + 8) threads touches its stack and buffers: resident memory then grows
+// by megabytes across the first hundreds of requests, a steady climb that looks like a leak.
+// Handing each connection to the most recently idle thread keeps the working set to the
+// concurrency actually seen.
+class LifoPool : public httplib::TaskQueue {
+ public:
+  explicit LifoPool(size_t max_threads) : max_(std::max<size_t>(1, max_threads)) {}
+  ~LifoPool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    std::lock_guard lk(m_);
+    if (!idle_.empty()) {
+      Worker* w = idle_.back();
+      idle_.pop_back();
+      w->job = std::move(fn);
+      w->cv.notify_one();
+    } else if (workers_.size() < max_) {
+      workers_.push_back(std::make_unique<Worker>());
+      Worker* w = workers_.back().get();
+      w->job = std::move(fn);
+      w->thread = std::thread([this, w] { run(w); });
+    } else {
+      backlog_.push_back(std::move(fn));
+    }
+  }
+
+  void shutdown() override {
+    {
+      std::lock_guard lk(m_);
+      stop_ = true;
+      for (auto& w : workers_) w->cv.notify_one();
+    }
+    for (auto& w : workers_)
+      if (w->thread.joinable()) w->thread.join();
+  }
+
+ private:
+  struct Worker {
+    std::thread thread;
+    std::condition_variable cv;
+    std::function<void()> job;
+  };
+
+  void run(Worker* w) {
+    std::unique_lock lk(m_);
+    for (;;) {
+      if (!w->job && !backlog_.empty()) {
+        w->job = std::move(backlog_.front());
+        backlog_.pop_front();
+      }
+      if (!w->job) {
+        if (stop_) return;
+        idle_.push_back(w);
+        w->cv.wait(lk, [&] { return w->job || stop_; });
+        if (!w->job) {  // woken to stop: leave the idle list, drain the backlog, then exit
+          std::erase(idle_, w);
+          continue;
+        }
+      }
+      std::function<void()> job = std::move(w->job);
+      w->job = nullptr;
+      lk.unlock();
+      job();
+      lk.lock();
+    }
+  }
+
+  const size_t max_;
+  std::mutex m_;
+  bool stop_ = false;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<Worker*> idle_;  // back = most recently idle
+  std::deque<std::function<void()>> backlog_;
+};
+
 }  // namespace
 
 struct Server::Impl {
@@ -734,7 +811,7 @@ struct Server::Impl {
     http.set_read_timeout(opts.read_timeout_s, 0);
     http.set_write_timeout(opts.read_timeout_s, 0);
     const int threads = opts.http_threads > 0 ? opts.http_threads : opts.parallel + opts.queue + 8;
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+    http.new_task_queue = [threads] { return new LifoPool(size_t(threads)); };
 
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (opts.api_key.empty() || req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
