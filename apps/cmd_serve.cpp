@@ -63,8 +63,12 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--prefill-chunk", o->s.prefill_chunk, "prompt tokens per request per step")
       ->check(CLI::PositiveNumber);
   app.add_option("--prefill-budget", o->s.prefill_budget_while_decoding,
-                 "prompt tokens per step while streams decode (0 = prefill-chunk)")
+                 "at most this many prompt tokens per step while streams decode (0 = prefill-chunk)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--decode-stall", o->s.decode_stall_ratio,
+                 "while streams decode, a step with prompt tokens may take (1 + this) x a decode "
+                 "step (adapts the prompt tokens per step; 0 = always --prefill-budget)")
+      ->check(CLI::Range(0.0, 1000.0));
   app.add_option("--http-threads", o->s.http_threads, "HTTP worker threads (0 = parallel + queue + 8)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads,-t", o->g.threads, "compute threads (0 = all cores)")->check(CLI::NonNegativeNumber);

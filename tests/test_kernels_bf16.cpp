@@ -96,5 +96,33 @@ TEST(KernelGemmBf16, Bf16ActivationsRoundTheInputs) {
   EXPECT_GT(worst / std::sqrt(float(K)), 10 * tol::kKernelRel);
 }
 
+// float32 activations, up to 32 rows (batched decode): every row's result is bitwise the one it
+// gets alone, whatever the other rows, so a server's answers do not depend on the batch.
+TEST(KernelGemmBf16, F32RowsAreBatchInvariant) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const int64_t K : {1, 15, 16, 300, 1037}) {
+    const int64_t N = 37, Mmax = 32;
+    std::vector<float> A(static_cast<size_t>(Mmax * K));
+    std::vector<uint16_t> W(static_cast<size_t>(N * K));
+    for (float& x : A) x = nd(rng);
+    for (uint16_t& w : W) w = f32_to_bf16(nd(rng));
+    std::vector<float> alone(static_cast<size_t>(Mmax * N));
+    for (int64_t m = 0; m < Mmax; ++m) {
+      GemmBf16Args a{.M = 1, .N = N, .K = K, .A = A.data() + m * K, .lda = K, .W = W.data(),
+                     .ldw = K, .C = alone.data() + m * N, .ldc = N};
+      cpu::gemm_bf16(a);
+    }
+    for (const int64_t M : {2, 7, 8, 9, 16, 17, 31, 32}) {
+      std::vector<float> C(static_cast<size_t>(M * N));
+      GemmBf16Args a{.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = W.data(), .ldw = K,
+                     .C = C.data(), .ldc = N};
+      cpu::gemm_bf16(a);
+      for (int64_t i = 0; i < M * N; ++i)
+        ASSERT_EQ(C[size_t(i)], alone[size_t(i)]) << "K=" << K << " M=" << M << " i=" << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace jamba

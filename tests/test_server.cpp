@@ -323,6 +323,40 @@ TEST(EngineServing, PrefillBudgetSlicesNewPromptsBetweenDecodeSteps) {
   EXPECT_EQ(ra.tokens, ref.take_result(ra_id).tokens);
 }
 
+// The adaptive budget (decode_stall_ratio): a long prompt arriving while a request decodes is
+// sliced over several steps, the decoding request gets a token every step, and both answers
+// equal an engine without any budget.
+TEST(EngineServing, AdaptivePrefillBudgetKeepsDecodingAndAnswers) {
+  Model model = Model::load(kTiny);
+  const int64_t V = model.config().vocab_size;
+  Engine e(model, {.prefill_chunk = 512, .prefix_cache = false, .prefill_budget_while_decoding = 400,
+                   .decode_stall_ratio = 1.0});
+  Engine ref(model, {.prefill_chunk = 512, .prefix_cache = false});
+  const auto p1 = random_prompt(10, V, 13), p2 = random_prompt(400, V, 14);
+  int64_t tokens_a = 0;
+  const int64_t a = e.submit({.prompt = p1, .max_new_tokens = 60}, [&](int64_t, int32_t) {
+    ++tokens_a;
+    return true;
+  });
+  for (int i = 0; i < 5; ++i) e.step();  // a decodes: the decode step time is measured
+  const int64_t b = e.submit({.prompt = p2, .max_new_tokens = 2});
+  int steps = 0;
+  const int64_t before = tokens_a;
+  while (!e.finished(b)) {
+    e.step();
+    ++steps;
+  }
+  EXPECT_GE(steps, 2 + 1);  // 400 prompt tokens did not go in one step (the first budget is 32)
+  EXPECT_GE(tokens_a - before, std::min<int64_t>(steps, 60 - before));  // a token every step
+  e.run_until_idle();
+  const RequestResult rb = e.take_result(b), ra = e.take_result(a);
+  const int64_t rb_id = ref.submit({.prompt = p2, .max_new_tokens = 2});
+  const int64_t ra_id = ref.submit({.prompt = p1, .max_new_tokens = 60});
+  ref.run_until_idle();
+  EXPECT_EQ(rb.tokens, ref.take_result(rb_id).tokens);
+  EXPECT_EQ(ra.tokens, ref.take_result(ra_id).tokens);
+}
+
 TEST(EngineServing, LogprobsAreLogSoftmaxOfTheLogits) {
   Model model = Model::load(kTiny);
   const int64_t V = model.config().vocab_size;

@@ -163,9 +163,8 @@ void Engine::step() {
   std::vector<Active*> owners;
   const bool decoding = std::any_of(active_.begin(), active_.end(),
                                     [](const auto& a) { return a->prefill_done; });
-  int64_t budget = decoding && opts_.prefill_budget_while_decoding > 0
-                       ? opts_.prefill_budget_while_decoding
-                       : INT64_MAX;
+  int64_t budget = decoding ? prefill_budget() : INT64_MAX;
+  int64_t n_prompt = 0, n_decode = 0;
   for (auto& up : active_) {
     Active& a = *up;
     const int64_t left = int64_t(a.history.size()) - a.fed;
@@ -173,14 +172,27 @@ void Engine::step() {
     if (n == 0) continue;  // budget spent: this prompt waits for the next step
     if (!a.prefill_done && opts_.prefix_cache && opts_.snapshot_interval > 0)  // end chunks on
       n = std::min(n, opts_.snapshot_interval - a.fed % opts_.snapshot_interval);  // boundaries
-    if (!a.prefill_done) budget -= n;
+    if (!a.prefill_done) {
+      budget -= n;
+      n_prompt += n;
+    } else {
+      ++n_decode;
+    }
     const bool last = a.fed + n == int64_t(a.history.size());
     items.push_back({&a.state, {a.history.data() + a.fed, size_t(n)}, {},
                      last ? LogitsMode::Last : LogitsMode::None});
     owners.push_back(&a);
   }
   ForwardOutput out;
+  const double t0 = now_s();
   model_.forward(items, &out);
+  const double dt = now_s() - t0;
+  auto average = [](double& avg, double x) { avg = avg > 0 ? 0.8 * avg + 0.2 * x : x; };
+  if (n_prompt == 0)
+    average(avg_decode_step_s_, dt);
+  else
+    average(avg_prompt_token_s_, std::max(0.0, dt - (n_decode > 0 ? avg_decode_step_s_ : 0.0)) /
+                                     double(n_prompt));
   const int64_t V = model_.config().vocab_size;
   for (size_t i = 0; i < owners.size(); ++i) {
     Active& a = *owners[i];
@@ -203,6 +215,16 @@ void Engine::step() {
     accept(a, logits);
   }
   std::erase_if(active_, [](const auto& a) { return a->res.finish != FinishReason::Running; });
+}
+
+int64_t Engine::prefill_budget() const {
+  const int64_t cap = opts_.prefill_budget_while_decoding > 0 ? opts_.prefill_budget_while_decoding
+                                                              : INT64_MAX;
+  if (opts_.decode_stall_ratio <= 0) return cap;
+  if (avg_decode_step_s_ <= 0 || avg_prompt_token_s_ <= 0)  // not measured yet: start small
+    return std::min<int64_t>(32, cap);
+  const double fit = opts_.decode_stall_ratio * avg_decode_step_s_ / avg_prompt_token_s_;
+  return std::clamp(int64_t(fit), std::min<int64_t>(8, cap), cap);
 }
 
 RequestResult Engine::take_result(int64_t id) {

@@ -60,6 +60,10 @@ struct EngineOptions {
   // is prefilled in slices between the decode steps of the running streams instead of stalling
   // them for a whole prefill_chunk.
   int64_t prefill_budget_while_decoding = 0;
+  // > 0: the budget above adapts so that a step with prompt tokens takes at most about
+  // (1 + this) times a decode-only step (measured: moving averages of the decode step time and
+  // of the time per prompt token), between 8 tokens and prefill_budget_while_decoding.
+  double decode_stall_ratio = 0;
   // Also snapshot every finished request (prompt + generated tokens), so the next turn of a
   // conversation resumes after the answer.
   bool snapshot_finished = true;
@@ -109,8 +113,12 @@ class Engine {
   bool accept(Active& a, const float* logits);  // sample + bookkeeping; false when finished
   void finish(Active& a, FinishReason r, const float* last_logits = nullptr);
 
+  int64_t prefill_budget() const;  // prompt tokens per step while requests decode
+
   const Model& model_;
   EngineOptions opts_;
+  double avg_decode_step_s_ = 0;   // moving average of decode-only steps
+  double avg_prompt_token_s_ = 0;  // moving average of the time per prompt token
   PrefixCache cache_;
   int64_t next_id_ = 1;
   std::vector<std::unique_ptr<Active>> active_;

@@ -293,7 +293,8 @@ struct Server::Impl {
                       .max_context = opts.ctx,
                       .prefix_cache = opts.cache_ram_gib > 0,
                       .prefix_cache_bytes = size_t(std::max(0.0, opts.cache_ram_gib) * 1073741824.0),
-                      .prefill_budget_while_decoding = opts.prefill_budget_while_decoding}) {}
+                      .prefill_budget_while_decoding = opts.prefill_budget_while_decoding,
+                      .decode_stall_ratio = opts.decode_stall_ratio}) {}
 
   // ---------------------------------------------------------------------------------------
   // Engine thread.

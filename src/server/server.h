@@ -27,7 +27,9 @@ struct ServerOptions {
   size_t max_body = size_t(8) << 20;    // request body limit (413 beyond)
   int64_t default_max_tokens = 2048;    // when a request names no max_tokens
   int64_t prefill_chunk = 512;          // prompt tokens per request per step when nothing decodes
-  int64_t prefill_budget_while_decoding = 64;  // prompt tokens per step while streams decode
+  int64_t prefill_budget_while_decoding = 256;  // at most this many prompt tokens per step
+                                                // while streams decode ...
+  double decode_stall_ratio = 1.0;  // ... and fewer, so such a step takes <= ~2x a decode step
   int http_threads = 0;                 // 0: parallel + queue + 8
   int read_timeout_s = 30;              // a client that sends nothing for this long is dropped
   bool log_requests = true;             // one line per request on stderr

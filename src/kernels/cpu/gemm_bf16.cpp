@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -41,10 +42,12 @@ void dot_rows(const float* A, int64_t lda, const uint16_t* w, int64_t K, float* 
   int64_t k = 0;
 #if defined(__AVX512F__)
   __m512 acc[MR];
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
   for (; k + 16 <= K; k += 16) {
     const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
     const __m512 wf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+#pragma GCC unroll 16
     for (int m = 0; m < MR; ++m)
       acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(A + m * lda + k), wf, acc[m]);
   }
@@ -58,11 +61,17 @@ void dot_rows(const float* A, int64_t lda, const uint16_t* w, int64_t K, float* 
 #else
   for (int m = 0; m < MR; ++m) out[m] = 0.0f;
 #endif
-  for (; k < K; ++k) {
+  for (; k < K; ++k) {  // explicit fma: the same rounding whether or not the m loop vectorises
     const float wk = bf16_to_f32(w[k]);
-    for (int m = 0; m < MR; ++m) out[m] += A[m * lda + k] * wk;
+    for (int m = 0; m < MR; ++m) out[m] = std::fma(A[m * lda + k], wk, out[m]);
   }
 }
+
+// float32 activations: up to 16 rows per pass over the weights (16 zmm accumulators + the
+// widened weights fit the 32 registers). Each row has its own accumulator walked in the same k
+// order whatever MR is, so a row's result does not depend on the other rows in the batch
+// (bitwise; the server relies on it, test KernelGemmBf16.F32RowsAreBatchInvariant).
+constexpr int64_t kMaxSmallMF32 = 16;
 
 template <int MR>
 void small_m(const GemmBf16Args& a) {
@@ -75,6 +84,16 @@ void small_m(const GemmBf16Args& a) {
       float& c = a.C[m * a.ldc + n];
       c = a.accumulate ? c + v : v;
     }
+  }
+}
+
+// small_m<m> for a runtime m in [1, MR].
+template <int MR>
+void small_m_rows(int m, const GemmBf16Args& a) {
+  if (m == MR) {
+    small_m<MR>(a);
+  } else if constexpr (MR > 1) {
+    small_m_rows<MR - 1>(m, a);
   }
 }
 
@@ -260,20 +279,11 @@ void gemm_bf16(const GemmBf16Args& a) {
   if (a.M <= kStreamMaxM) {
     // Split M into chunks the register-blocked kernel handles.
     GemmBf16Args s = a;
-    for (int64_t m0 = 0; m0 < a.M; m0 += kMaxSmallM) {
-      s.M = std::min(kMaxSmallM, a.M - m0);
+    for (int64_t m0 = 0; m0 < a.M; m0 += kMaxSmallMF32) {
+      s.M = std::min(kMaxSmallMF32, a.M - m0);
       s.A = a.A + m0 * a.lda;
       s.C = a.C + m0 * a.ldc;
-      switch (s.M) {
-        case 1: small_m<1>(s); break;
-        case 2: small_m<2>(s); break;
-        case 3: small_m<3>(s); break;
-        case 4: small_m<4>(s); break;
-        case 5: small_m<5>(s); break;
-        case 6: small_m<6>(s); break;
-        case 7: small_m<7>(s); break;
-        default: small_m<8>(s); break;
-      }
+      small_m_rows<kMaxSmallMF32>(int(s.M), s);
     }
     return;
   }
