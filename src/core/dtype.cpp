@@ -71,26 +71,32 @@ uint16_t f32_to_f16(float f) {
   return sign | uint16_t(((au >> 23) - 112) << 10 | ((au >> 13) & 0x3ffu));
 }
 
+namespace {
+// Element i of type T at `src`, which may be misaligned for T (file data sits at any offset the
+// safetensors format allows): a memcpy load, which compiles to a plain unaligned load.
+template <typename T>
+T load_at(const void* src, size_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const uint8_t*>(src) + i * sizeof(T), sizeof(T));
+  return v;
+}
+}  // namespace
+
 void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
   switch (t) {
     case DType::F32:
-      std::memcpy(dst, src, n * 4);
+      // src / dst of an empty tensor may be null, which memcpy does not allow even for 0 bytes.
+      if (n) std::memcpy(dst, src, n * 4);
       return;
-    case DType::BF16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+    case DType::BF16:
+      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_at<uint16_t>(src, i));
       return;
-    }
-    case DType::F16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+    case DType::F16:
+      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_at<uint16_t>(src, i));
       return;
-    }
-    case DType::F64: {
-      const auto* s = static_cast<const double*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
+    case DType::F64:
+      for (size_t i = 0; i < n; ++i) dst[i] = float(load_at<double>(src, i));
       return;
-    }
     default:
       fail("convert_to_f32: unsupported source dtype ", dtype_name(t));
   }

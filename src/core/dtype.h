@@ -30,7 +30,8 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
-// Convert n elements of type `src_type` at `src` to float32.
+// Convert n elements of type `src_type` at `src` to float32. `src` may have any alignment (file
+// data); for n = 0, src and dst may be null.
 void convert_to_f32(DType src_type, const void* src, float* dst, size_t n);
 
 }  // namespace jamba

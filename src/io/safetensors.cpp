@@ -4,9 +4,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "core/checked.h"
 #include "core/error.h"
+#include "io/json_limits.h"
 
 namespace jamba {
 
@@ -14,6 +17,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 int64_t TensorInfo::numel() const {
+  // SafetensorsFile::open checked that the product fits int64 (checked_shape_bytes).
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
@@ -24,6 +28,18 @@ constexpr uint64_t kMaxHeader = 100ull << 20;  // 100 MB, as the reference imple
 
 bool is_float(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64;
+}
+
+// Elements of `shape` times `elem_size` bytes, or -1 when that does not fit int64. Zero
+// dimensions count as 1 in the check, so every partial product of the dimensions (which code
+// computes for strides and row sizes) fits too, even for an empty tensor.
+int64_t checked_shape_bytes(const std::vector<int64_t>& shape, size_t elem_size) {
+  int64_t all = int64_t(elem_size), nonzero = int64_t(elem_size);
+  for (int64_t d : shape) {
+    if (__builtin_mul_overflow(nonzero, std::max<int64_t>(d, 1), &nonzero)) return -1;
+    all = d == 0 ? 0 : all * d;  // all <= nonzero: cannot overflow
+  }
+  return all;
 }
 }  // namespace
 
@@ -47,12 +63,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path,
   if (n > kMaxHeader) fail(path, ": header length ", n, " exceeds limit ", kMaxHeader);
   if (8 + n > size)
     fail(path, ": header length ", n, " runs past end of file (file size ", size, ")");
-  json header;
-  try {
-    header = json::parse(base + 8, base + 8 + n);
-  } catch (const json::exception& e) {
-    fail(path, ": header is not valid JSON: ", e.what());
-  }
+  const json header = parse_json_limited(
+      std::string_view(reinterpret_cast<const char*>(base + 8), size_t(n)), path + ": header");
   if (!header.is_object())
     fail(path, ": header is not a JSON object (got ", header.type_name(), ")");
   const uint8_t* data = base + 8 + n;
@@ -67,11 +79,11 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path,
     const std::string& name = it.key();
     const json& v = it.value();
     if (name == "__metadata__") {
-      if (!v.is_object()) fail(path, ": __metadata__ must be an object, got ", v.dump());
+      if (!v.is_object()) fail(path, ": __metadata__ must be an object, got ", brief(v));
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string())
           fail(path, ": __metadata__ value for '", m.key(), "' must be a string, got ",
-               m.value().dump());
+               brief(m.value()));
         f->metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -79,35 +91,40 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path,
     if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") ||
         !v.contains("data_offsets"))
       fail(path, ": tensor '", name, "': entry must have dtype, shape and data_offsets, got ",
-           v.dump());
+           brief(v));
     TensorInfo t;
     t.name = name;
     t.file = path;
     if (!v["dtype"].is_string() || !dtype_from_name(v["dtype"].get<std::string>(), &t.dtype))
-      fail(path, ": tensor '", name, "': unknown dtype ", v["dtype"].dump());
+      fail(path, ": tensor '", name, "': unknown dtype ", brief(v["dtype"]));
     if (!v["shape"].is_array())
-      fail(path, ": tensor '", name, "': shape must be an array, got ", v["shape"].dump());
+      fail(path, ": tensor '", name, "': shape must be an array, got ", brief(v["shape"]));
     for (const auto& d : v["shape"]) {
+      // Unsigned values above INT64_MAX read as negative int64: rejected here too.
       if (!d.is_number_integer() || d.get<int64_t>() < 0)
-        fail(path, ": tensor '", name, "': bad shape ", v["shape"].dump());
+        fail(path, ": tensor '", name, "': bad shape ", brief(v["shape"]),
+             " (dimensions must be integers in [0, 2^63))");
       t.shape.push_back(d.get<int64_t>());
     }
     const json& off = v["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
         !off[1].is_number_unsigned())
       fail(path, ": tensor '", name, "': data_offsets must be two non-negative integers, got ",
-           off.dump());
+           brief(off));
     const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
     if (b > e) fail(path, ": tensor '", name, "': data_offsets [", b, ",", e, "] are reversed");
     if (e > data_size)
       fail(path, ": tensor '", name, "': data_offsets [", b, ",", e,
            "] run past the end of the data (", data_size, " bytes; file truncated?)");
-    // numel * size with overflow guard
-    unsigned __int128 want = dtype_size(t.dtype);
-    for (int64_t d : t.shape) want *= uint64_t(d);
-    if (want != e - b)
+    // numel * dtype size, checked: [2^32]^4 must not wrap to a small (or zero) byte count.
+    const int64_t want = checked_shape_bytes(t.shape, dtype_size(t.dtype));
+    if (want < 0)
+      fail(path, ": tensor '", name, "': ", dtype_name(t.dtype), shape_str(t.shape),
+           " is too large (its byte count does not fit int64); data_offsets give ", e - b,
+           " bytes");
+    if (uint64_t(want) != e - b)
       fail(path, ": tensor '", name, "': ", dtype_name(t.dtype), shape_str(t.shape), " needs ",
-           uint64_t(want), " bytes but data_offsets give ", e - b);
+           want, " bytes but data_offsets give ", e - b);
     t.data = data + b;
     t.nbytes = e - b;
     if (e > b) spans.push_back({b, e, name});  // empty tensors occupy no bytes
@@ -164,23 +181,27 @@ Checkpoint Checkpoint::open(const std::string& dir, bool read_into_memory) {
   std::map<std::string, std::string> weight_map;  // tensor -> shard
   std::vector<std::string> shard_files;
   if (fs::exists(index)) {
-    json j;
-    try {
-      std::ifstream in(index);
-      j = json::parse(in);
-    } catch (const json::exception& e) {
-      fail(index.string(), ": not valid JSON: ", e.what());
-    }
+    std::ifstream in(index, std::ios::binary);
+    if (!in) fail(index.string(), ": cannot open");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const json j = parse_json_limited(text, index.string());
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
       fail(index.string(), ": missing object 'weight_map'");
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
       if (!it.value().is_string())
         fail(index.string(), ": weight_map entry '", it.key(), "' must be a file name, got ",
-             it.value().dump());
+             brief(it.value()));
       std::string shard = it.value().get<std::string>();
       if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos)
         fail(index.string(), ": weight_map entry '", it.key(), "' names a path outside the "
              "directory: '", shard, "'");
+      // A plain file name: an empty or "." name is the directory itself, NUL cuts the name short
+      // for the OS, and a name longer than NAME_MAX made std::filesystem throw its own exception
+      // (fuzz_safetensors_index, tests/test_fuzz_found.cpp).
+      if (shard.empty() || shard == "." || shard.size() > 255 ||
+          shard.find('\0') != std::string::npos)
+        fail(index.string(), ": weight_map entry '", it.key(), "' is not a valid shard file name: ",
+             brief(it.value()));
       weight_map[it.key()] = shard;
       if (std::find(shard_files.begin(), shard_files.end(), shard) == shard_files.end())
         shard_files.push_back(shard);
@@ -195,7 +216,8 @@ Checkpoint Checkpoint::open(const std::string& dir, bool read_into_memory) {
       fail(dir, ": no model.safetensors, model.safetensors.index.json or *.safetensors found");
   }
   for (const auto& shard : shard_files) {
-    if (!weight_map.empty() && !fs::exists(fs::path(dir) / shard)) {
+    std::error_code ec;
+    if (!weight_map.empty() && !fs::exists(fs::path(dir) / shard, ec)) {
       std::string first;  // a tensor the index places in the missing shard
       for (const auto& [name, s] : weight_map)
         if (s == shard) {
@@ -237,17 +259,22 @@ std::vector<float> tensor_to_f32(const TensorInfo& t) {
   if (!is_float(t.dtype))
     fail(t.file, ": tensor '", t.name, "': expected a float dtype, got ", dtype_name(t.dtype));
   std::vector<float> out(static_cast<size_t>(t.numel()));
-  convert_to_f32(t.dtype, t.data, out.data(), out.size());
+  convert_to_f32(t.dtype, t.data, out.data(), out.size());  // (n = 0: nothing is touched)
   return out;
 }
 
 std::vector<int64_t> tensor_to_i64(const TensorInfo& t) {
   std::vector<int64_t> out(static_cast<size_t>(t.numel()));
+  // The data may sit at any offset of the file (the format does not align it): bytes are copied,
+  // never read through a typed pointer; an empty tensor's out.data() may be null.
   if (t.dtype == DType::I64) {
-    std::memcpy(out.data(), t.data, t.nbytes);
+    if (!out.empty()) std::memcpy(out.data(), t.data, out.size() * sizeof(int64_t));
   } else if (t.dtype == DType::I32) {
-    const auto* p = reinterpret_cast<const int32_t*>(t.data);
-    for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];
+    for (size_t i = 0; i < out.size(); ++i) {
+      int32_t v;
+      std::memcpy(&v, t.data + i * sizeof(int32_t), sizeof v);
+      out[i] = v;
+    }
   } else {
     fail(t.file, ": tensor '", t.name, "': expected I64 or I32, got ", dtype_name(t.dtype));
   }

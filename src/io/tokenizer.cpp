@@ -4,15 +4,18 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
 
 #include "core/error.h"
+#include "io/json_limits.h"
 
 namespace jamba {
 
@@ -53,6 +56,7 @@ class ProtoReader {
  public:
   ProtoReader(std::string_view buf, const std::string& path) : buf_(buf), path_(path) {}
   bool done() const { return pos_ >= buf_.size(); }
+  size_t pos() const { return pos_; }
   uint64_t varint() {
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
@@ -103,8 +107,14 @@ class ProtoReader {
   size_t pos_ = 0;
 };
 
-std::vector<uint8_t> parse_piece_types(std::string_view model, const std::string& path) {
+struct PieceTypes {
   std::vector<uint8_t> types;
+  // Byte offset in the model of each piece's (one-byte) type value; npos if not serialized so.
+  std::vector<size_t> type_offsets;
+};
+
+PieceTypes parse_piece_types(std::string_view model, const std::string& path) {
+  PieceTypes out;
   ProtoReader r(model, path);
   while (!r.done()) {
     const uint64_t key = r.varint();
@@ -112,19 +122,25 @@ std::vector<uint8_t> parse_piece_types(std::string_view model, const std::string
       r.skip(static_cast<int>(key & 7));
       continue;
     }
-    ProtoReader p(r.bytes(), path);
+    const std::string_view piece = r.bytes();
+    const size_t base = size_t(piece.data() - model.data());
+    ProtoReader p(piece, path);
     uint8_t type = kNormal;
+    size_t offset = std::string_view::npos;
     while (!p.done()) {
       const uint64_t k = p.varint();
       if ((k >> 3) == 3 && (k & 7) == 0) {
+        const size_t at = p.pos();
         type = static_cast<uint8_t>(p.varint());
+        offset = p.pos() == at + 1 ? base + at : std::string_view::npos;
       } else {
         p.skip(static_cast<int>(k & 7));
       }
     }
-    types.push_back(type);
+    out.types.push_back(type);
+    out.type_offsets.push_back(offset);
   }
-  return types;
+  return out;
 }
 
 bool looks_like_tag(std::string_view s) {
@@ -136,12 +152,7 @@ std::optional<json> read_json_if_present(const std::optional<fs::path>& dir, con
   const fs::path p = *dir / name;
   std::error_code ec;
   if (!fs::exists(p, ec)) return std::nullopt;
-  const std::string text = read_whole_file(p, name);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    fail("tokenizer: cannot parse ", p.string(), ": ", e.what());
-  }
+  return parse_json_limited(read_whole_file(p, name), "tokenizer: " + p.string());
 }
 
 // A token in HF configs is a string, or an AddedToken object {"content": ...}, or null.
@@ -172,6 +183,14 @@ struct Tokenizer::Impl {
   std::vector<int32_t> eos;
   bool add_bos = true;
   std::string chat_template;
+  // encode(parse_special = false): sentencepiece itself matches USER_DEFINED pieces in the text,
+  // so "<|eom|>" written literally would become the special id. `plain_model` is the model with
+  // the special USER_DEFINED pieces turned into CONTROL pieces (which sentencepiece never matches
+  // in text; ids and every other piece unchanged): literal markup then encodes as the ordinary
+  // pieces of its characters. Empty if the model has no such piece; loaded on first use.
+  std::string plain_model;
+  mutable std::once_flag plain_once;
+  mutable std::unique_ptr<sentencepiece::SentencePieceProcessor> plain_sp;
 
   int32_t lookup(std::string_view piece) const {
     if (auto it = split_tokens.find(piece); it != split_tokens.end()) return it->second;
@@ -194,7 +213,41 @@ struct Tokenizer::Impl {
 
   void load_metadata(const std::optional<fs::path>& dir);
   void finish_split_table();
+  void make_plain_model(const std::string& bytes, const std::vector<size_t>& type_offsets);
+  const sentencepiece::SentencePieceProcessor& plain() const;
 };
+
+void Tokenizer::Impl::make_plain_model(const std::string& bytes,
+                                       const std::vector<size_t>& type_offsets) {
+  plain_model.clear();
+  for (int32_t id = 0; id < n_sp; ++id) {
+    if (types[id] != kUserDefined || !special[id]) continue;
+    const size_t at = type_offsets[id];
+    if (at == std::string_view::npos || at >= bytes.size() || uint8_t(bytes[at]) != kUserDefined)
+      fail("tokenizer: ", path, ": cannot locate the type of USER_DEFINED piece ", id, " '",
+           sp.IdToPiece(id), "'");
+    if (plain_model.empty()) plain_model = bytes;
+    plain_model[at] = char(kControl);  // same one-byte varint: no length changes
+  }
+}
+
+const sentencepiece::SentencePieceProcessor& Tokenizer::Impl::plain() const {
+  if (plain_model.empty()) return sp;
+  std::call_once(plain_once, [&] {
+    auto p = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    try {
+      if (const auto st = p->LoadFromSerializedProto(plain_model); !st.ok())
+        fail("tokenizer: ", path, ": cannot load the plain-text copy of the model: ",
+             st.ToString());
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      fail("tokenizer: ", path, ": cannot load the plain-text copy of the model: ", e.what());
+    }
+    plain_sp = std::move(p);
+  });
+  return *plain_sp;
+}
 
 void Tokenizer::Impl::load_metadata(const std::optional<fs::path>& dir) {
   const auto cfg = read_json_if_present(dir, "tokenizer_config.json");
@@ -257,10 +310,37 @@ void Tokenizer::Impl::load_metadata(const std::optional<fs::path>& dir) {
     }
   }
 
+  // Token ids in generation_config.json: integers in [0, n_vocab) (null: not set).
+  const std::string gen_path = dir ? (*dir / "generation_config.json").string() : "";
+  auto gen_id = [&](const json& v, const char* field) -> int32_t {
+    if (!v.is_number_integer())
+      fail("tokenizer: ", gen_path, ": field '", field, "' must be an integer token id, got ",
+           brief(v));
+    const bool in_range = v.is_number_unsigned()
+                              ? v.get<uint64_t>() < uint64_t(n_vocab)
+                              : v.get<int64_t>() >= 0 && v.get<int64_t>() < n_vocab;
+    if (!in_range)
+      fail("tokenizer: ", gen_path, ": field '", field, "' value ", brief(v),
+           " is outside the vocabulary [0, ", n_vocab, ")");
+    return static_cast<int32_t>(v.get<int64_t>());
+  };
+  std::optional<int32_t> gen_bos;
+  if (gen && gen->contains("bos_token_id") && !(*gen)["bos_token_id"].is_null())
+    gen_bos = gen_id((*gen)["bos_token_id"], "bos_token_id");
+  std::vector<int32_t> gen_eos;
+  if (gen && gen->contains("eos_token_id") && !(*gen)["eos_token_id"].is_null()) {
+    const json& e = (*gen)["eos_token_id"];
+    if (e.is_array()) {
+      for (const json& x : e) gen_eos.push_back(gen_id(x, "eos_token_id"));
+    } else {
+      gen_eos.push_back(gen_id(e, "eos_token_id"));
+    }
+  }
+
   if (cfg && cfg->contains("bos_token")) {
     if (const int32_t id = resolve((*cfg)["bos_token"]); id >= 0) bos = id;
-  } else if (gen && gen->contains("bos_token_id") && (*gen)["bos_token_id"].is_number_integer()) {
-    bos = (*gen)["bos_token_id"].get<int32_t>();
+  } else if (gen_bos) {
+    bos = *gen_bos;
   }
   if (cfg && cfg->contains("add_bos_token") && (*cfg)["add_bos_token"].is_boolean())
     add_bos = (*cfg)["add_bos_token"].get<bool>();
@@ -269,13 +349,7 @@ void Tokenizer::Impl::load_metadata(const std::optional<fs::path>& dir) {
     if (id < 0 || id >= n_vocab) return;
     if (std::find(eos.begin(), eos.end(), id) == eos.end()) eos.push_back(id);
   };
-  if (gen && gen->contains("eos_token_id")) {
-    const json& e = (*gen)["eos_token_id"];
-    if (e.is_number_integer()) add_eos(e.get<int32_t>());
-    if (e.is_array())
-      for (const json& x : e)
-        if (x.is_number_integer()) add_eos(x.get<int32_t>());
-  }
+  for (const int32_t id : gen_eos) add_eos(id);
   if (cfg && cfg->contains("eos_token")) add_eos(resolve((*cfg)["eos_token"]));
   if (eos.empty()) add_eos(sp.eos_id());
 
@@ -334,31 +408,43 @@ Tokenizer Tokenizer::load(const std::string& model_dir_or_file) {
   impl->path = model_path.string();
   const std::string bytes = read_whole_file(model_path, "SentencePiece model");
   if (bytes.empty()) fail("tokenizer: SentencePiece model ", impl->path, " is empty");
-  if (const auto st = impl->sp.LoadFromSerializedProto(bytes); !st.ok())
-    fail("tokenizer: cannot load SentencePiece model ", impl->path, ": ", st.ToString());
-  impl->n_sp = impl->sp.GetPieceSize();
-  impl->n_vocab = impl->n_sp;
-  impl->types = parse_piece_types(bytes, impl->path);
-  if (static_cast<int32_t>(impl->types.size()) != impl->n_sp)
-    fail("tokenizer: ", impl->path, ": parsed ", impl->types.size(), " piece types, model has ",
-         impl->n_sp, " pieces");
+  // sentencepiece reports most problems by status, but some by its own exceptions (darts-clone's
+  // trie builder, protobuf): all become an Error naming the file.
+  try {
+    if (const auto st = impl->sp.LoadFromSerializedProto(bytes); !st.ok())
+      fail("tokenizer: cannot load SentencePiece model ", impl->path, ": ", st.ToString());
+    impl->n_sp = impl->sp.GetPieceSize();
+    impl->n_vocab = impl->n_sp;
+    PieceTypes pt = parse_piece_types(bytes, impl->path);
+    impl->types = std::move(pt.types);
+    if (static_cast<int32_t>(impl->types.size()) != impl->n_sp)
+      fail("tokenizer: ", impl->path, ": parsed ", impl->types.size(), " piece types, model has ",
+           impl->n_sp, " pieces");
 
-  impl->byte_values.assign(impl->n_sp, -1);
-  impl->special.assign(impl->n_sp, false);
-  for (int32_t id = 0; id < impl->n_sp; ++id) {
-    const std::string& p = impl->sp.IdToPiece(id);
-    const uint8_t t = impl->types[id];
-    if (t == kByte && p.size() == 6 && p.starts_with("<0x") && p.back() == '>') {
-      impl->byte_values[id] = static_cast<int16_t>(std::stoi(p.substr(3, 2), nullptr, 16));
+    impl->byte_values.assign(impl->n_sp, -1);
+    impl->special.assign(impl->n_sp, false);
+    for (int32_t id = 0; id < impl->n_sp; ++id) {
+      const std::string& p = impl->sp.IdToPiece(id);
+      const uint8_t t = impl->types[id];
+      if (t == kByte && p.size() == 6 && p.starts_with("<0x") && p.back() == '>' &&
+          std::isxdigit(static_cast<unsigned char>(p[3])) &&
+          std::isxdigit(static_cast<unsigned char>(p[4]))) {
+        impl->byte_values[id] = static_cast<int16_t>(std::stoi(p.substr(3, 2), nullptr, 16));
+      }
+      if (t == kControl || t == kUnknown || (t == kUserDefined && looks_like_tag(p))) {
+        impl->mark_special(id);
+        impl->add_split_token(p, id);
+      }
     }
-    if (t == kControl || t == kUnknown || (t == kUserDefined && looks_like_tag(p))) {
-      impl->mark_special(id);
-      impl->add_split_token(p, id);
-    }
+    impl->bos = impl->sp.bos_id();
+    impl->load_metadata(meta_dir);
+    impl->finish_split_table();
+    impl->make_plain_model(bytes, pt.type_offsets);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail("tokenizer: cannot load SentencePiece model ", impl->path, ": ", e.what());
   }
-  impl->bos = impl->sp.bos_id();
-  impl->load_metadata(meta_dir);
-  impl->finish_split_table();
   return Tokenizer(std::move(impl));
 }
 
@@ -373,14 +459,22 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos,
   std::vector<int32_t> out;
   if (add_bos && m.bos >= 0) out.push_back(m.bos);
   std::vector<int> ids;
-  auto encode_segment = [&](std::string_view seg) {
+  auto encode_with = [&](const sentencepiece::SentencePieceProcessor& sp, std::string_view seg) {
     if (seg.empty()) return;
-    if (const auto st = m.sp.Encode(seg, &ids); !st.ok())
-      fail("tokenizer encode: sentencepiece failed: ", st.ToString());
+    try {
+      if (const auto st = sp.Encode(seg, &ids); !st.ok())
+        fail("tokenizer encode (", m.path, "): sentencepiece failed: ", st.ToString());
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      fail("tokenizer encode (", m.path, "): sentencepiece failed: ", e.what());
+    }
     out.insert(out.end(), ids.begin(), ids.end());
   };
+  auto encode_segment = [&](std::string_view seg) { encode_with(m.sp, seg); };
   if (!parse_special) {
-    encode_segment(text);
+    // Literal markup stays text: no special or markup USER_DEFINED id can come out.
+    encode_with(m.plain(), text);
     return out;
   }
   size_t seg_start = 0, i = 0;
@@ -411,8 +505,14 @@ std::string Tokenizer::decode_span(std::span<const int32_t> ids, bool skip_speci
   std::vector<int> run;
   auto flush_run = [&] {
     if (run.empty()) return;
-    if (const auto st = m.sp.Decode(run, &text); !st.ok())
-      fail("tokenizer decode: sentencepiece failed: ", st.ToString());
+    try {
+      if (const auto st = m.sp.Decode(run, &text); !st.ok())
+        fail("tokenizer decode (", m.path, "): sentencepiece failed: ", st.ToString());
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      fail("tokenizer decode (", m.path, "): sentencepiece failed: ", e.what());
+    }
     out += text;
     run.clear();
   };
@@ -482,14 +582,15 @@ StreamDecoder::StreamDecoder(const Tokenizer& tok, bool skip_special)
 
 void StreamDecoder::reset() {
   ids_.clear();
+  kept_.clear();
   prefix_offset_ = read_offset_ = 0;
 }
 
 size_t StreamDecoder::incomplete_tail() const {
   // Walk back over at most 3 trailing byte pieces looking for the lead byte of the last character.
-  const size_t n = ids_.size();
+  const size_t n = kept_.size();
   for (size_t k = 1; k <= 3 && k <= n; ++k) {
-    const int b = tok_->byte_value(ids_[n - k]);
+    const int b = tok_->byte_value(kept_[n - k]);
     if (b < 0) return 0;               // a normal piece ends the byte run: nothing is pending
     if ((b & 0xC0) == 0x80) continue;  // continuation byte
     const size_t need = (b & 0xE0) == 0xC0   ? 2
@@ -503,7 +604,7 @@ size_t StreamDecoder::incomplete_tail() const {
 
 std::string StreamDecoder::emit_up_to(size_t end) {
   if (end <= read_offset_) return {};
-  const std::span<const int32_t> all(ids_);
+  const std::span<const int32_t> all(kept_);
   const std::string prefix =
       tok_->decode_span(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_);
   const std::string text =
@@ -518,11 +619,15 @@ std::string StreamDecoder::emit_up_to(size_t end) {
 std::string StreamDecoder::push(int32_t id) {
   tok_->check_id(id, "StreamDecoder::push");
   ids_.push_back(id);
-  return emit_up_to(ids_.size() - incomplete_tail());
+  // Dropped before decoding, as decode() does: a skipped id between the byte pieces of one
+  // character must not end the byte run (which would emit U+FFFD where decode() joins them).
+  if (skip_special_ && tok_->is_special(id)) return {};
+  kept_.push_back(id);
+  return emit_up_to(kept_.size() - incomplete_tail());
 }
 
 std::string StreamDecoder::flush() {
-  return emit_up_to(ids_.size());
+  return emit_up_to(kept_.size());
 }
 
 }  // namespace jamba

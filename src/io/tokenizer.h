@@ -10,7 +10,10 @@
 // ...) become their single id: the text is split on them (longest match, left to right) and each
 // segment between them is encoded by sentencepiece on its own, as is. Consequence for models with
 // `add_dummy_prefix` (not the Jamba 1.5+ tokenizer, which has it off): every segment gets its own
-// leading "▁". Pass parse_special = false to encode untrusted text with no special-token parsing.
+// leading "▁". Pass parse_special = false to encode untrusted text with no special-token parsing:
+// then no special id comes out at all, not even for the USER_DEFINED markup pieces ("<|eom|>")
+// that sentencepiece would match by itself: literal markup becomes the ordinary pieces of its
+// characters, and decode(encode(text, false, false)) == text.
 //
 // decode(): special ids are written as their text ("<|startoftext|>hello"), or dropped when
 // skip_special; runs of ordinary ids between them are decoded by sentencepiece.
@@ -68,6 +71,9 @@ class Tokenizer {
 
 // Incremental detokenizer: push ids one at a time; each call returns the text that became final.
 // The concatenation of all push() results and flush() equals tok.decode(all ids, skip_special).
+// With skip_special, decode() drops the special ids and then decodes the rest (a skipped id does
+// not split the bytes of a character around it); the stream does the same: a special id is
+// dropped when pushed, and only the remaining ids are decoded.
 // Never returns part of a UTF-8 character: byte-fallback pieces (<0xE2> ...) are held until the
 // character completes (or is known to be invalid, which then decodes as U+FFFD like decode()).
 // Cost per push is O(tokens since the previous emit), not O(all tokens). The Tokenizer must
@@ -79,7 +85,7 @@ class StreamDecoder {
   std::string push(int32_t id);
   std::string flush();  // emits anything held back (an incomplete character decodes as U+FFFD)
   void reset();
-  const std::vector<int32_t>& ids() const { return ids_; }
+  const std::vector<int32_t>& ids() const { return ids_; }  // every id pushed
 
  private:
   std::string emit_up_to(size_t end);
@@ -88,8 +94,9 @@ class StreamDecoder {
   const Tokenizer* tok_;
   bool skip_special_;
   std::vector<int32_t> ids_;
-  size_t prefix_offset_ = 0;  // start of the decode window (already emitted context)
-  size_t read_offset_ = 0;    // ids before this are emitted
+  std::vector<int32_t> kept_;  // the ids decoded: ids_ less the skipped special ids
+  size_t prefix_offset_ = 0;   // start of the decode window in kept_ (already emitted context)
+  size_t read_offset_ = 0;     // kept_ ids before this are emitted
 };
 
 }  // namespace jamba

@@ -2,11 +2,14 @@
 
 #include <cmath>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/checked.h"
 #include "core/error.h"
+#include "io/json_limits.h"
 
 namespace jamba {
 
@@ -51,7 +54,7 @@ void read_field(const json& j, const char* key, T* out, const std::string& src) 
       *out = v.get<T>();
     }
   } catch (const std::exception&) {
-    fail(src, ": field '", key, "' must be ", type_word<T>(), ", got ", v.dump());
+    fail(src, ": field '", key, "' must be ", type_word<T>(), ", got ", brief(v));
   }
 }
 
@@ -69,16 +72,11 @@ int64_t JambaConfig::n_moe_layers() const {
 }
 
 JambaConfig JambaConfig::from_json_text(const std::string& text, const std::string& src) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail(src, ": not valid JSON: ", e.what());
-  }
+  const json j = parse_json_limited(text, src);
   if (!j.is_object()) fail(src, ": expected a JSON object, got ", j.type_name());
   JambaConfig c;
   if (j.contains("model_type") && !j["model_type"].is_null() && j["model_type"] != "jamba")
-    fail(src, ": field 'model_type' is ", j["model_type"].dump(), ", expected \"jamba\"");
+    fail(src, ": field 'model_type' is ", brief(j["model_type"]), ", expected \"jamba\"");
   read_field(j, "vocab_size", &c.vocab_size, src);
   read_field(j, "tie_word_embeddings", &c.tie_word_embeddings, src);
   read_field(j, "hidden_size", &c.hidden_size, src);
@@ -110,11 +108,11 @@ JambaConfig JambaConfig::from_json_text(const std::string& text, const std::stri
     } else if (e.is_array()) {
       for (const auto& x : e) {
         if (!x.is_number_integer())
-          fail(src, ": field 'eos_token_id' must be an int or a list of ints, got ", e.dump());
+          fail(src, ": field 'eos_token_id' must be an int or a list of ints, got ", brief(e));
         c.eos_token_id.push_back(x.get<int64_t>());
       }
     } else {
-      fail(src, ": field 'eos_token_id' must be an int or a list of ints, got ", e.dump());
+      fail(src, ": field 'eos_token_id' must be an int or a list of ints, got ", brief(e));
     }
   }
   read_field(j, "max_position_embeddings", &c.max_position_embeddings, src);
@@ -137,7 +135,7 @@ JambaConfig JambaConfig::from_json_text(const std::string& text, const std::stri
     const json& r = j["mamba_dt_rank"];
     if (r.is_string()) {
       if (r.get<std::string>() != "auto")
-        fail(src, ": field 'mamba_dt_rank' must be an integer or \"auto\", got ", r.dump());
+        fail(src, ": field 'mamba_dt_rank' must be an integer or \"auto\", got ", brief(r));
       c.mamba_dt_rank = 0;
     } else {
       read_field(j, "mamba_dt_rank", &c.mamba_dt_rank, src);
@@ -145,7 +143,8 @@ JambaConfig JambaConfig::from_json_text(const std::string& text, const std::stri
         fail(src, ": field 'mamba_dt_rank' must be positive or \"auto\", got ", c.mamba_dt_rank);
     }
   }
-  if (c.mamba_dt_rank == 0) c.mamba_dt_rank = (c.hidden_size + 15) / 16;
+  // "auto" = ceil(D / 16), without the overflow of (D + 15) / 16 (D is bounded by validate()).
+  if (c.mamba_dt_rank == 0) c.mamba_dt_rank = c.hidden_size > 0 ? ceil_div(c.hidden_size, 16) : 0;
   c.validate(src);
   c.derive();
   return c;
@@ -176,7 +175,28 @@ void JambaConfig::validate(const std::string& src) const {
   positive("mamba_d_conv", mamba_d_conv);
   positive("mamba_expand", mamba_expand);
   positive("mamba_dt_rank", mamba_dt_rank);
+  positive("max_position_embeddings", max_position_embeddings);
   if (num_experts > 1) positive("num_experts_per_tok", num_experts_per_tok);
+  // Upper bounds (config.h: the reason for each) before anything is sized from a field.
+  auto at_most = [&](const char* name, int64_t v, int64_t max) {
+    if (v > max)
+      fail(src, ": field '", name, "' is ", v, ", more than the supported maximum ", max);
+  };
+  at_most("vocab_size", vocab_size, kMaxVocabSize);
+  at_most("hidden_size", hidden_size, kMaxHiddenSize);
+  at_most("intermediate_size", intermediate_size, kMaxIntermediate);
+  at_most("num_hidden_layers", num_hidden_layers, kMaxLayers);
+  at_most("num_attention_heads", num_attention_heads, kMaxHeads);
+  at_most("num_key_value_heads", num_key_value_heads, kMaxHeads);
+  at_most("num_experts", num_experts, kMaxExperts);
+  at_most("num_experts_per_tok", num_experts_per_tok, kMaxExperts);
+  at_most("expert_layer_period", expert_layer_period, kMaxLayerPeriod);
+  at_most("attn_layer_period", attn_layer_period, kMaxLayerPeriod);
+  at_most("mamba_d_state", mamba_d_state, kMaxDState);
+  at_most("mamba_d_conv", mamba_d_conv, kMaxDConv);
+  at_most("mamba_expand", mamba_expand, kMaxExpand);
+  at_most("mamba_dt_rank", mamba_dt_rank, kMaxDtRank);
+  at_most("max_position_embeddings", max_position_embeddings, kMaxPositionEmbeddings);
   if (hidden_size % num_attention_heads != 0)
     fail(src, ": field 'hidden_size' (", hidden_size, ") is not divisible by "
          "'num_attention_heads' (", num_attention_heads, ")");
@@ -200,10 +220,65 @@ void JambaConfig::validate(const std::string& src) const {
     if (e < 0 || e >= vocab_size)
       fail(src, ": field 'eos_token_id' value ", e, " is outside the vocabulary [0, ", vocab_size,
            ")");
+  const int64_t n_params = checked_param_count(src);
+  if (n_params > kMaxParams)
+    fail(src, ": the config describes ", n_params, " parameters, more than the supported maximum ",
+         kMaxParams, " (2^44)");
+  // MoE layers: il in [0, L) with il % period == offset (derive()); each holds num_experts MLPs.
+  // Both factors are bounded above (2^12 each): the product cannot overflow.
+  int64_t n_moe = 0;
+  if (num_experts > 1 && expert_layer_offset < num_hidden_layers)
+    n_moe = (num_hidden_layers - 1 - expert_layer_offset) / expert_layer_period + 1;
+  if (n_moe * num_experts > kMaxExpertMlps)
+    fail(src, ": the config describes ", n_moe, " MoE layers of ", num_experts, " experts = ",
+         n_moe * num_experts, " expert MLPs, more than the supported maximum ", kMaxExpertMlps);
+}
+
+int64_t JambaConfig::checked_param_count(const std::string& src) const {
+  // The formulas of model_info.cpp / param_list.cpp (spec §5.1), every step checked.
+  const std::string what = src + ": parameter count";
+  auto mul = [&](std::initializer_list<int64_t> xs) {
+    int64_t r = 1;
+    for (int64_t x : xs) r = checked_mul(r, x, what);
+    return r;
+  };
+  auto add = [&](std::initializer_list<int64_t> xs) {
+    int64_t r = 0;
+    for (int64_t x : xs) r = checked_add(r, x, what);
+    return r;
+  };
+  const int64_t D = hidden_size, V = vocab_size, I = intermediate_size, E = num_experts;
+  const int64_t Din = mul({mamba_expand, D}), N = mamba_d_state, R = mamba_dt_rank,
+                K = mamba_d_conv;
+  const int64_t hd = num_attention_heads > 0 ? D / num_attention_heads : 0;
+  const int64_t q = mul({num_attention_heads, hd}), kv = mul({num_key_value_heads, hd});
+  const int64_t mamba = add({mul({2, Din, D}), mamba_proj_bias ? add({mul({2, Din}), D}) : 0,
+                             mul({Din, K}), mamba_conv_bias ? Din : 0,
+                             mul({add({R, mul({2, N})}), Din}), mul({Din, R}), Din,
+                             mul({D, Din}), mul({Din, N}), Din, R, mul({2, N})});
+  const int64_t attn = add({mul({add({q, mul({2, kv})}), D}), mul({D, q})});
+  const int64_t mlp = mul({3, I, D});
+  const int64_t moe = add({mul({E, mlp}), mul({E, D})});
+  // Layers il in [0, L) with il % period == offset (the schedule of derive()).
+  const int64_t L = num_hidden_layers;
+  auto count = [&](int64_t period, int64_t offset) -> int64_t {
+    if (period <= 0 || offset < 0 || offset >= L) return 0;
+    return (L - 1 - offset) / period + 1;
+  };
+  const int64_t n_attn = count(attn_layer_period, attn_layer_offset);
+  const int64_t n_moe = num_experts > 1 ? count(expert_layer_period, expert_layer_offset) : 0;
+  return add({mul({V, D}), tie_word_embeddings ? 0 : mul({V, D}), D,  // embed, lm_head, norm
+              mul({L, 2, D}),                                         // two norms per layer
+              mul({n_attn, attn}), mul({L - n_attn, mamba}),          // mixers
+              mul({n_moe, moe}), mul({L - n_moe, mlp})});             // feed-forwards
 }
 
 void JambaConfig::derive() {
+  JAMBA_CHECK(num_hidden_layers >= 0 && num_hidden_layers <= kMaxLayers,
+              "config: num_hidden_layers ", num_hidden_layers, " is not in [0, ", kMaxLayers,
+              "] (validate() first)");
   layers.clear();
+  layers.reserve(size_t(num_hidden_layers));
   for (int64_t i = 0; i < num_hidden_layers; ++i) {
     LayerSpec s;
     s.mixer = (i % attn_layer_period == attn_layer_offset) ? MixerKind::Attention : MixerKind::Mamba;

@@ -5,7 +5,38 @@
 #include <string>
 #include <vector>
 
+#include "core/checked.h"
+
 namespace jamba {
+
+// Upper bounds of the config fields that size memory, checked by validate() before anything is
+// sized from them (config.json comes from the internet). Each is the largest released Jamba value
+// (spec §7: v0.1 / 1.5 Mini / 1.5 Large 398B / Reasoning 3B) times a generous margin, and small
+// enough that products of sizes stay far inside int64.
+inline constexpr int64_t kMaxVocabSize = int64_t(1) << 24;     // 65536 released; 256x
+inline constexpr int64_t kMaxHiddenSize = int64_t(1) << 17;    // 8192 (1.5 Large); 16x
+inline constexpr int64_t kMaxIntermediate = int64_t(1) << 20;  // 24576 (1.5 Large); ~40x
+inline constexpr int64_t kMaxLayers = int64_t(1) << 12;        // 72 (1.5 Large); ~57x
+inline constexpr int64_t kMaxHeads = int64_t(1) << 12;         // 64 query heads (Large); 64x
+inline constexpr int64_t kMaxExperts = int64_t(1) << 12;       // 16 released (256 elsewhere); 256x
+inline constexpr int64_t kMaxDState = int64_t(1) << 12;        // 16 released (Mamba-2: 128); 256x
+inline constexpr int64_t kMaxDConv = int64_t(1) << 10;         // 4 released; 256x
+inline constexpr int64_t kMaxExpand = 64;                      // 2 released; 32x
+inline constexpr int64_t kMaxDtRank = kMaxHiddenSize;          // 512 (Large); >= "auto" of any D
+// A period above num_hidden_layers gives at most one such layer; bounded only to stay sane.
+inline constexpr int64_t kMaxLayerPeriod = int64_t(1) << 20;
+// 262144 released (~1M extended); 4096x. Only the default context limit (the KV cache grows with
+// the tokens actually held); times the KV bytes per token of all layers (< 2^32) it fits int64.
+inline constexpr int64_t kMaxPositionEmbeddings = int64_t(1) << 30;
+// Total parameters: 398.6e9 for 1.5 Large; 2^44 = 17.6e12 is 44x. Every weight tensor is part of
+// this count, so after validate() every product of config sizes that shapes a weight is < 2^44,
+// and times any per-parameter byte factor up to 2^18 (f32 + grad + 2 Adam moments: 16) it fits.
+inline constexpr int64_t kMaxParams = int64_t(1) << 44;
+// Expert MLPs over all MoE layers (three weight tensors each): 576 in 1.5 Large (36 MoE layers x
+// 16 experts); 2^16 is 113x. kMaxParams alone does not bound how many tensors a config lists:
+// 1-wide experts, 4096 in each of 4096 layers, are 67M parameters but 50M tensors (GBs for
+// param_list, i.e. `jamba init`; fuzz_config, tests/test_fuzz_found.cpp).
+inline constexpr int64_t kMaxExpertMlps = int64_t(1) << 16;
 
 enum class MixerKind { Mamba, Attention };
 enum class FfnKind { Dense, Moe };
@@ -53,7 +84,9 @@ struct JambaConfig {
   // Derived.
   std::vector<LayerSpec> layers;
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
-  int64_t d_inner() const { return mamba_expand * hidden_size; }
+  int64_t d_inner() const {  // Din = mamba_expand * D
+    return checked_mul(mamba_expand, hidden_size, "config: d_inner = mamba_expand * hidden_size");
+  }
   int64_t n_attention_layers() const;
   int64_t n_moe_layers() const;
 
@@ -62,8 +95,13 @@ struct JambaConfig {
   static JambaConfig from_file(const std::string& path);
   std::string to_json_text() const;  // HF-style config.json
 
-  void validate(const std::string& source) const;  // throws naming field + value
-  void derive();                                   // fills `layers`
+  // Throws naming field + value: signs, upper bounds (kMax* above), divisibility, and the
+  // parameter count (checked arithmetic, at most kMaxParams).
+  void validate(const std::string& source) const;
+  void derive();  // fills `layers` (num_hidden_layers must be validated)
+  // Parameters of the model this config describes (weights of every layer, embedding, head),
+  // computed with checked arithmetic: throws naming `source` if it overflows int64.
+  int64_t checked_param_count(const std::string& source) const;
 };
 
 }  // namespace jamba

@@ -5,13 +5,16 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
+#include "core/checked.h"
 #include "core/error.h"
+#include "io/json_limits.h"
 #include "kernels/quant.h"
 #include "model/model.h"
 
@@ -120,7 +123,14 @@ class Loader {
       return;
     }
     if (t.dtype == DType::BF16) {
-      l->w16 = reinterpret_cast<const uint16_t*>(data);
+      if (reinterpret_cast<uintptr_t>(data) % alignof(uint16_t) == 0) {
+        l->w16 = reinterpret_cast<const uint16_t*>(data);  // used in place
+      } else {
+        // An odd data offset (the format allows it): kernels read w16 as uint16_t, so copy.
+        w_.owned16.push_back(std::make_unique<AlignedVector<uint16_t>>(n));
+        if (n) std::memcpy(w_.owned16.back()->data(), data, n * sizeof(uint16_t));
+        l->w16 = w_.owned16.back()->data();
+      }
       return;
     }
     std::vector<float> f(n);
@@ -327,27 +337,38 @@ WeightType stored_weight_type(const std::string& config_path) {
   if (!in) return WeightType::Auto;
   std::stringstream ss;
   ss << in.rdbuf();
-  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json j = parse_json_limited(ss.str(), config_path);
   if (!j.is_object() || !j.contains("quantization_config") || j["quantization_config"].is_null())
     return WeightType::Auto;
   const nlohmann::json& q = j["quantization_config"];
   const std::string src = config_path + ": quantization_config";
-  if (!q.is_object()) fail(src, " must be an object, got ", q.dump());
-  const std::string method = q.value("quant_method", "");
+  if (!q.is_object()) fail(src, " must be an object, got ", brief(q));
+  // Fields read without json's own type_error: a wrong type is named like a wrong value.
+  auto str = [&](const char* key) -> std::string {
+    if (!q.contains(key)) return "";
+    if (!q[key].is_string()) fail(src, ": ", key, " must be a string, got ", brief(q[key]));
+    return q[key].get<std::string>();
+  };
+  auto integer = [&](const char* key, int64_t want) {
+    if (!q.contains(key) || !q[key].is_number_integer() || q[key].get<int64_t>() != want)
+      fail(src, ": ", key, " ", q.contains(key) ? brief(q[key]) : std::string("null"),
+           " (expected ", want, ")");
+  };
+  const std::string method = str("quant_method");
   if (method != kQuantMethod)
     fail(src, ": quant_method '", method, "' is not supported (expected '", kQuantMethod,
          "', written by `jamba quantize`)");
-  if (q.value("format_version", 0) != kQuantFormatVersion)
-    fail(src, ": format_version ", q.value("format_version", nlohmann::json()).dump(),
+  if (!q.contains("format_version") || !q["format_version"].is_number_integer() ||
+      q["format_version"].get<int64_t>() != kQuantFormatVersion)
+    fail(src, ": format_version ",
+         q.contains("format_version") ? brief(q["format_version"]) : std::string("null"),
          " is not supported (expected ", kQuantFormatVersion, ")");
-  const std::string wt = q.value("weight_type", "");
+  const std::string wt = str("weight_type");
   if (wt != "int8" && wt != "int8-experts" && wt != "q4")
     fail(src, ": weight_type '", wt, "' (expected int8, int8-experts or q4)");
-  if (wt == "q4" && q.value("group_size", int64_t(0)) != kQ4Group)
-    fail(src, ": group_size ", q.value("group_size", nlohmann::json()).dump(), " (expected ",
-         kQ4Group, ")");
-  if (q.value("scale_dtype", "") != "F32")
-    fail(src, ": scale_dtype '", q.value("scale_dtype", ""), "' (expected F32)");
+  if (wt == "q4") integer("group_size", kQ4Group);
+  const std::string sd = str("scale_dtype");
+  if (sd != "F32") fail(src, ": scale_dtype '", sd, "' (expected F32)");
   return weight_type_from_name(wt);
 }
 
@@ -409,6 +430,15 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
                 K = cfg.mamba_d_conv;
   const int64_t nh = cfg.num_attention_heads, nkv = cfg.num_key_value_heads, hd = cfg.head_dim();
   const int64_t E = cfg.num_experts;
+  // Derived sizes, checked (validate() bounds the fields so that these fit; the checks keep a
+  // config that bypassed it from wrapping into a small shape).
+  const char* what = "[load] weight shape from the config";
+  const int64_t Din2 = checked_mul(2, Din, what);                     // in_proj rows 2Din
+  const int64_t RN2 = checked_add(R, checked_mul(2, N, what), what);  // x_proj rows R+2N
+  const int64_t nq = checked_mul(nh, hd, what), nk = checked_mul(nkv, hd, what);
+  const int64_t I2 = checked_mul(2, I, what);  // fused gate_up rows 2I
+  const int64_t ID = checked_mul(I, D, what);  // one expert matrix
+  checked_mul(checked_mul(E, I2, what), D, what);  // fused gate_up numel E*2I*D
 
   w.embed = linear(L, "model.embed_tokens", V, D, false, Role::Embedding);
   w.final_norm = L.get("model.final_layernorm.weight", {D});
@@ -428,7 +458,7 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
     if (spec.mixer == MixerKind::Mamba) {
       const std::string m = p + ".mamba";
       MambaWeights& mw = lw.mamba;
-      mw.in_proj = linear(L, m + ".in_proj", 2 * Din, D, cfg.mamba_proj_bias);
+      mw.in_proj = linear(L, m + ".in_proj", Din2, D, cfg.mamba_proj_bias);
       // conv1d.weight is [Din, 1, K]; some exporters squeeze it to [Din, K].
       if (L.has(m + ".conv1d.weight") &&
           w.checkpoint.find(m + ".conv1d.weight") &&
@@ -437,7 +467,7 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
       else
         mw.conv_w = L.get(m + ".conv1d.weight", {Din, 1, K});
       if (cfg.mamba_conv_bias) mw.conv_b = L.get(m + ".conv1d.bias", {Din});
-      mw.x_proj = linear(L, m + ".x_proj", R + 2 * N, Din, false);
+      mw.x_proj = linear(L, m + ".x_proj", RN2, Din, false);
       mw.dt_proj = linear(L, m + ".dt_proj", Din, R, true, Role::KeepF32);
       mw.out_proj = linear(L, m + ".out_proj", D, Din, cfg.mamba_proj_bias);
       const auto a_log = tensor_to_f32(L.info(m + ".A_log", {Din, N}));
@@ -449,10 +479,10 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
       mw.c_norm = L.get(m + ".c_layernorm.weight", {N});
     } else {
       const std::string a = p + ".self_attn";
-      lw.attn.q = linear(L, a + ".q_proj", nh * hd, D, false);
-      lw.attn.k = linear(L, a + ".k_proj", nkv * hd, D, false);
-      lw.attn.v = linear(L, a + ".v_proj", nkv * hd, D, false);
-      lw.attn.o = linear(L, a + ".o_proj", D, nh * hd, false);
+      lw.attn.q = linear(L, a + ".q_proj", nq, D, false);
+      lw.attn.k = linear(L, a + ".k_proj", nk, D, false);
+      lw.attn.v = linear(L, a + ".v_proj", nk, D, false);
+      lw.attn.o = linear(L, a + ".o_proj", D, nq, false);
     }
     const std::string f = p + ".feed_forward";
     if (spec.ffn == FfnKind::Dense) {
@@ -461,14 +491,15 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
       lw.moe.router = linear(L, f + ".router", E, D, false, Role::KeepF32);
       if (L.has(f + ".experts.gate_up_proj")) {
         // transformers v5 fused layout (spec §5.2): gate_up [E, 2I, D], down [E, D, I].
-        const TensorInfo& gu = L.info(f + ".experts.gate_up_proj", {E, 2 * I, D});
+        const TensorInfo& gu = L.info(f + ".experts.gate_up_proj", {E, I2, D});
         const TensorInfo& dn = L.info(f + ".experts.down_proj", {E, D, I});
         const size_t es = dtype_size(gu.dtype);
         for (int64_t e = 0; e < E; ++e) {
           MlpWeights x;
-          L.fill_matrix(gu, gu.data + size_t(e * 2 * I * D) * es, I, D, Role::Expert, &x.gate);
-          L.fill_matrix(gu, gu.data + size_t((e * 2 + 1) * I * D) * es, I, D, Role::Expert, &x.up);
-          L.fill_matrix(dn, dn.data + size_t(e * D * I) * es, D, I, Role::Expert, &x.down);
+          // (E * 2I * D fits int64, checked above.)
+          L.fill_matrix(gu, gu.data + size_t((e * 2) * ID) * es, I, D, Role::Expert, &x.gate);
+          L.fill_matrix(gu, gu.data + size_t((e * 2 + 1) * ID) * es, I, D, Role::Expert, &x.up);
+          L.fill_matrix(dn, dn.data + size_t(e * ID) * es, D, I, Role::Expert, &x.down);
           lw.moe.experts.push_back(x);
         }
       } else {

@@ -1,5 +1,6 @@
 #include "runtime/session_file.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
@@ -63,9 +64,11 @@ void save_session(const std::string& path, const Model& model, const Session& s)
       for (int which = 0; which < 2; ++which) {
         const std::vector<float>& src = which ? a.v : a.k;
         kv.resize(size_t(nkv * P * hd));
-        for (int64_t g = 0; g < nkv; ++g)
-          std::memcpy(kv.data() + g * P * hd, src.data() + g * a.cap * hd,
-                      size_t(P * hd) * sizeof(float));
+        // P = 0: both vectors may be empty (null data), which memcpy does not allow.
+        if (P > 0)
+          for (int64_t g = 0; g < nkv; ++g)
+            std::memcpy(kv.data() + g * P * hd, src.data() + g * a.cap * hd,
+                        size_t(P * hd) * sizeof(float));
         w.add_f32(p + (which ? "v" : "k"), {nkv, P, hd}, kv.data());
       }
     }
@@ -106,53 +109,96 @@ Session load_session(const std::string& path, const Model& model) {
          hex(f->payload_checksum()), "): the file is damaged");
   const JambaConfig& c = model.config();
   const int64_t nkv = c.num_key_value_heads, hd = c.head_dim();
-  Session s;
-  const TensorInfo& toks = f->get("tokens");
-  if (toks.shape.size() != 1) fail(path, ": tensor 'tokens' has shape ", shape_str(toks.shape));
+
+  // 1. Every tensor's presence, dtype and shape against the config, before anything is allocated
+  //    from the file's sizes (a file could otherwise claim millions of tokens and make us reserve
+  //    their KV cache before it turns out to hold no K/V at all).
+  auto expect = [&](const std::string& name, DType dt, std::vector<int64_t> shape)
+      -> const TensorInfo& {
+    const TensorInfo* t = f->find(name);
+    if (!t)
+      fail(path, ": tensor '", name, "' is missing (expected ", dtype_name(dt), shape_str(shape),
+           ")");
+    if (t->dtype != dt || t->shape != shape)
+      fail(path, ": tensor '", name, "': expected ", dtype_name(dt), shape_str(shape), ", got ",
+           dtype_name(t->dtype), shape_str(t->shape));
+    return *t;
+  };
+  const TensorInfo* toks_p = f->find("tokens");
+  if (!toks_p) fail(path, ": tensor 'tokens' is missing");
+  const TensorInfo& toks = *toks_p;
+  if (toks.dtype != DType::I64 || toks.shape.size() != 1)
+    fail(path, ": tensor 'tokens': expected I64[n_tokens], got ", dtype_name(toks.dtype),
+         shape_str(toks.shape));
   const int64_t P = toks.shape[0];
   if (meta("n_tokens") != std::to_string(P))
     fail(path, ": metadata n_tokens ", meta("n_tokens"), " but 'tokens' holds ", P);
-  for (int64_t t : tensor_to_i64(toks)) {
-    if (t < 0 || t >= c.vocab_size) fail(path, ": token id ", t, " outside the vocabulary");
-    s.tokens.push_back(int32_t(t));
-  }
-  auto expect = [&](const std::string& name, DType dt, std::vector<int64_t> shape)
-      -> const TensorInfo& {
-    const TensorInfo& t = f->get(name);
-    if (t.dtype != dt || t.shape != shape)
-      fail(path, ": tensor '", name, "': expected ", dtype_name(dt), shape_str(shape), ", got ",
-           dtype_name(t.dtype), shape_str(t.shape));
-    return t;
-  };
-  s.state = model.new_state();
-  s.state.pos = P;
   const TensorInfo& kvalid = expect("key_valid", DType::U8, {P});
-  s.state.key_valid.assign(kvalid.data, kvalid.data + P);
-  if (f->find("last_logits"))
-    s.last_logits = tensor_to_f32(expect("last_logits", DType::F32, {c.vocab_size}));
+  const TensorInfo* logits = f->find("last_logits");
+  if (logits) expect("last_logits", DType::F32, {c.vocab_size});
+  const int64_t Din = c.d_inner();
+  struct LayerTensors {
+    const TensorInfo* a = nullptr;  // conv or k
+    const TensorInfo* b = nullptr;  // ssm or v
+  };
+  std::vector<LayerTensors> lt(c.layers.size());
   for (size_t il = 0; il < c.layers.size(); ++il) {
     const std::string p = "layers." + std::to_string(il) + ".";
     if (c.layers[il].mixer == MixerKind::Mamba) {
-      s.state.mamba[il].conv =
-          tensor_to_f32(expect(p + "conv", DType::F32, {c.d_inner(), c.mamba_d_conv}));
-      s.state.mamba[il].ssm =
-          tensor_to_f32(expect(p + "ssm", DType::F32, {c.d_inner(), c.mamba_d_state}));
+      lt[il] = {&expect(p + "conv", DType::F32, {Din, c.mamba_d_conv}),
+                &expect(p + "ssm", DType::F32, {Din, c.mamba_d_state})};
+    } else {
+      lt[il] = {&expect(p + "k", DType::F32, {nkv, P, hd}),
+                &expect(p + "v", DType::F32, {nkv, P, hd})};
+    }
+  }
+  // tokens, key_valid, [last_logits], two per layer
+  const size_t expected = 2 + (logits ? 1 : 0) + 2 * c.layers.size();
+  if (f->tensors().size() != expected) {
+    std::string extra;  // a tensor that is none of the above
+    for (const auto& [name, t] : f->tensors()) {
+      const bool known = name == "tokens" || name == "key_valid" || name == "last_logits";
+      bool layer = false;
+      for (size_t il = 0; il < lt.size() && !known && !layer; ++il)
+        layer = &t == lt[il].a || &t == lt[il].b;
+      if (!known && !layer) {
+        extra = name;
+        break;
+      }
+    }
+    fail(path, ": ", f->tensors().size(), " tensors, expected ", expected,
+         extra.empty() ? "" : " (unexpected tensor '" + extra + "')");
+  }
+
+  // 2. Values, now that the sizes are known to be those of the model (and each allocation below
+  //    is backed by as many bytes of the file).
+  Session s;
+  for (int64_t t : tensor_to_i64(toks)) {
+    if (t < 0 || t >= c.vocab_size)
+      fail(path, ": token id ", t, " outside the vocabulary [0, ", c.vocab_size, ")");
+    s.tokens.push_back(int32_t(t));
+  }
+  s.state = model.new_state();
+  s.state.pos = P;
+  s.state.key_valid.assign(kvalid.data, kvalid.data + P);
+  if (logits) s.last_logits = tensor_to_f32(*logits);
+  for (size_t il = 0; il < c.layers.size(); ++il) {
+    if (c.layers[il].mixer == MixerKind::Mamba) {
+      s.state.mamba[il].conv = tensor_to_f32(*lt[il].a);
+      s.state.mamba[il].ssm = tensor_to_f32(*lt[il].b);
     } else {
       AttnLayerState& a = s.state.attn[il];
       a.reserve(nkv, hd, std::max<int64_t>(P, 1), 0);
       for (int which = 0; which < 2; ++which) {
-        const auto src = tensor_to_f32(expect(p + (which ? "v" : "k"), DType::F32, {nkv, P, hd}));
-        std::vector<float>& dst = which ? a.v : a.k;
-        for (int64_t g = 0; g < nkv; ++g)
-          std::memcpy(dst.data() + g * a.cap * hd, src.data() + g * P * hd,
-                      size_t(P * hd) * sizeof(float));
+        const auto src = tensor_to_f32(which ? *lt[il].b : *lt[il].a);  // [nkv, P, hd]
+        std::vector<float>& dst = which ? a.v : a.k;                   // [nkv, cap, hd]
+        if (P > 0)  // src is empty (data() may be null) for a 0-token session
+          for (int64_t g = 0; g < nkv; ++g)
+            std::memcpy(dst.data() + g * a.cap * hd, src.data() + g * P * hd,
+                        size_t(P * hd) * sizeof(float));
       }
     }
   }
-  // tokens, key_valid, [last_logits], two per layer
-  const size_t expected = 2 + (s.last_logits.empty() ? 0 : 1) + 2 * c.layers.size();
-  if (f->tensors().size() != expected)
-    fail(path, ": ", f->tensors().size(), " tensors, expected ", expected);
   return s;
 }
 

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "io/json_limits.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
 
@@ -191,17 +192,12 @@ void Trainer::resume(const std::string& dir) {
     if (ck.empty()) fail(dir, ": no checkpoint to resume from (no checkpoint-<step>/trainer_state.json)");
   }
   const fs::path state_path = fs::path(ck) / "trainer_state.json";
-  json st;
-  try {
-    st = json::parse(read_file_text(state_path));
-  } catch (const json::exception& e) {
-    fail(state_path.string(), ": invalid JSON: ", e.what());
-  }
+  const json st = parse_json_limited(read_file_text(state_path), state_path.string());
   auto expect = [&](const char* field, const json& want) {
     if (!st.contains(field)) fail(state_path.string(), ": missing field '", field, "'");
     if (st[field] != want)
-      fail(state_path.string(), ": field '", field, "' is ", st[field].dump(), " but this run has ",
-           want.dump(), " (resume needs the same value)");
+      fail(state_path.string(), ": field '", field, "' is ", brief(st[field]),
+           " but this run has ", brief(want), " (resume needs the same value)");
   };
   expect("batch", o_.batch);
   expect("seq_len", data_.seq_len());
