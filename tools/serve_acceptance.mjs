@@ -87,7 +87,11 @@ async function idsPrompt(url, n, seed) {
 }
 const rssKiB = (pid) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
 
-const srv = await startServer(['--parallel', '16', '--cache-ram', opt['cache-ram'], ...(process.env.EXTRA_SERVE_ARGS ?? '').split(' ').filter(Boolean)]);
+const extraArgs = (process.env.EXTRA_SERVE_ARGS ?? '').split(' ').filter(Boolean);
+// `jamba bench` runs the same GEMM inputs as the server: serve defaults to f32 activations.
+const actIdx = extraArgs.indexOf('--activations');
+const activations = actIdx >= 0 ? extraArgs[actIdx + 1] : 'f32';
+const srv = await startServer(['--parallel', '16', '--cache-ram', opt['cache-ram'], ...extraArgs]);
 log('server up at', srv.url);
 try {
   if (only.has(1) || only.has(2)) {
@@ -99,7 +103,7 @@ try {
       if (only.has(1)) {
         const jl = join(tmpdir(), `serve_acceptance_${process.pid}.jsonl`);
         rmSync(jl, { force: true });
-        execFileSync(opt.binary, ['bench', '--model', opt.model, '-p', '0', '-n', '64', '-r', '1', '--jsonl', jl],
+        execFileSync(opt.binary, ['bench', '--model', opt.model, '--activations', activations, '-p', '0', '-n', '64', '-r', '1', '--jsonl', jl],
           { stdio: 'ignore' });
         bench.push(JSON.parse(readFileSync(jl, 'utf8').trim().split('\n').at(-1)).tps_median);
         rmSync(jl, { force: true });

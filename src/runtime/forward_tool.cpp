@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/checked.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 
@@ -12,6 +13,11 @@ TokenBatch read_token_batch(const std::string& path) {
   TokenBatch tb;
   tb.ids = read_token_ids(*f, "input_ids", &tb.B, &tb.T);
   const TensorInfo& ids = f->get("input_ids");
+  // An empty batch has no tokens to run, and [B, 0] with a huge B (zero bytes in the file)
+  // would still make B sequence states (fuzz_token_input: [2^20, 0] took 20 GB).
+  if (tb.B == 0 || tb.T == 0)
+    fail(path, ": tensor 'input_ids': shape ", shape_str(ids.shape),
+         " holds no tokens (expected [B, T] with B, T >= 1)");
   if (const TensorInfo* m = f->find("attention_mask")) {
     if (m->shape != ids.shape)
       fail(path, ": tensor 'attention_mask': expected shape ", shape_str(ids.shape), ", got ",
@@ -59,7 +65,8 @@ FullForwardResult full_forward(const Model& model, const TokenBatch& in, bool hi
   std::vector<SequenceState> states;
   for (int64_t b = 0; b < B; ++b) states.push_back(model.new_state());
   FullForwardResult r;
-  r.logits.resize(static_cast<size_t>(B * T * V));
+  const int64_t BT = checked_mul(B, T, "[forward] B*T");
+  r.logits.resize(static_cast<size_t>(checked_mul(BT, V, "[forward] B*T*V")));
   if (hidden) r.hidden.assign(static_cast<size_t>(L + 1), std::vector<float>(static_cast<size_t>(B * T * D)));
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t len = std::min(chunk, T - t0);
@@ -97,8 +104,10 @@ GreedyResult greedy_generate(const Model& model, const TokenBatch& in, int64_t n
   JAMBA_CHECK(n_new >= 0, "[generate] max new tokens must be >= 0, got ", n_new);
   if (chunk <= 0) chunk = T;
   GreedyResult r;
-  r.gen_ids.resize(static_cast<size_t>(B * (T + n_new)));
-  r.step_logits.resize(static_cast<size_t>(B * n_new * V));
+  const int64_t TN = checked_add(T, n_new, "[generate] T+N");
+  r.gen_ids.resize(static_cast<size_t>(checked_mul(B, TN, "[generate] B*(T+N)")));
+  const int64_t BN = checked_mul(B, n_new, "[generate] B*N");
+  r.step_logits.resize(static_cast<size_t>(checked_mul(BN, V, "[generate] B*N*V")));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) r.gen_ids[size_t(b * (T + n_new) + t)] = in.ids[size_t(b * T + t)];
   if (n_new == 0) return r;

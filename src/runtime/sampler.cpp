@@ -53,8 +53,11 @@ void apply_penalties(std::vector<Candidate>& cands, std::span<const int32_t> his
     if (static_cast<size_t>(id) < cands.size() && cands[id].id == id) {
       c = &cands[id];  // identity-indexed list (fresh from make_candidates)
     } else {
-      auto it =
-          std::find_if(cands.begin(), cands.end(), [&](const Candidate& x) { return x.id == id; });
+      // A plain copy: clang before 16 rejects a lambda capturing a structured binding (which
+      // C++20 allows, P1381).
+      const int32_t want = id;
+      auto it = std::find_if(cands.begin(), cands.end(),
+                             [want](const Candidate& x) { return x.id == want; });
       if (it == cands.end()) continue;
       c = &*it;
     }
