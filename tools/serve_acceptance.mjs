@@ -95,15 +95,15 @@ const srv = await startServer(['--parallel', '16', '--cache-ram', opt['cache-ram
 log('server up at', srv.url);
 try {
   if (only.has(1) || only.has(2)) {
-    // 1. one stream vs jamba bench tg, interleaved, 3 rounds; medians.
+    // 1. one stream vs jamba bench tg, interleaved, 5 rounds of 128 tokens; medians.
     const server = [], bench = [];
-    for (let r = 0; r < 3; ++r) {
-      const s = await stream(srv.url, { prompt: prompt(r), max_tokens: 64, temperature: 0, seed: 1 });
+    for (let r = 0; r < 5; ++r) {
+      const s = await stream(srv.url, { prompt: prompt(r), max_tokens: 128, temperature: 0, seed: 1 });
       server.push(s.timings.predicted_per_second);
       if (only.has(1)) {
         const jl = join(tmpdir(), `serve_acceptance_${process.pid}.jsonl`);
         rmSync(jl, { force: true });
-        execFileSync(opt.binary, ['bench', '--model', opt.model, '--activations', activations, '-p', '0', '-n', '64', '-r', '1', '--jsonl', jl],
+        execFileSync(opt.binary, ['bench', '--model', opt.model, '--activations', activations, '-p', '0', '-n', '128', '-r', '1', '--jsonl', jl],
           { stdio: 'ignore' });
         bench.push(JSON.parse(readFileSync(jl, 'utf8').trim().split('\n').at(-1)).tps_median);
         rmSync(jl, { force: true });
