@@ -5,8 +5,11 @@
 
 #include <string>
 
+#include <fstream>
+
 #include "checkpoint_util.h"
 #include "io/safetensors.h"
+#include "io/tokenizer.h"
 #include "model/config.h"
 #include "model/param_list.h"
 #include "runtime/forward_tool.h"
@@ -110,5 +113,28 @@ TEST(FuzzFound, ConfigExpertMlpsAreBounded) {
   EXPECT_THROW(c.validate("past the bound"), Error);
 }
 
+
+// fuzz_tokenizer_meta: tokenizer_config.json's added_tokens_decoder gave the id of the piece
+// "\u2581" (the space marker, a normal piece) the text "<|extra|>", marked special: plain text
+// then encoded spaces to a special token, and decode(encode(x)) printed "<|extra|>" for them.
+// Renaming a piece that encoding can yield is an error now; control pieces may still be renamed.
+TEST(FuzzFound, AddedTokenMayNotRenameANormalPiece) {
+  const std::string d = make_temp_dir("fuzz_added_rename");
+  fs::copy_file(std::string(JAMBA_SHARED_DIR) + "/tokenizers/jamba.model", d + "/tokenizer.model");
+  auto write_config = [&](const std::string& text) {
+    std::ofstream(d + "/tokenizer_config.json", std::ios::binary | std::ios::trunc) << text;
+  };
+  // 62934 is "\u2581" in the Jamba 1.5 tokenizer.
+  write_config(R"({"added_tokens_decoder": {"62934": {"content": "<|extra|>", "special": true}}})");
+  expect_error([&] { Tokenizer::load(d); },
+               {"tokenizer_config.json", "added_tokens_decoder gives id 62934", "<|extra|>",
+                "tokenizer.model"});
+  // Id 0 is the control piece <|pad|>: the same text or a new one both load.
+  write_config(R"({"added_tokens_decoder": {"0": {"content": "<|pad|>", "special": true}}})");
+  EXPECT_NO_THROW(Tokenizer::load(d));
+  write_config(R"({"added_tokens_decoder": {"0": {"content": "[PAD]", "special": true}}})");
+  const Tokenizer t = Tokenizer::load(d);
+  EXPECT_EQ(t.decode(t.encode("a b c", false, false)), "a b c");
+}
 }  // namespace
 }  // namespace jamba

@@ -286,6 +286,15 @@ void Tokenizer::Impl::load_metadata(const std::optional<fs::path>& dir) {
         special.push_back(false);
       }
       const auto& [text, is_special] = e;
+      // A new text for a piece that plain text encodes to (normal, byte or user-defined) would
+      // make decode(encode(x)) differ from x and let plain text produce that token: only pieces
+      // encoding never yields (control, unused, unknown) may be renamed.
+      if (id < n_sp && text != sp.IdToPiece(id) && types[id] != kControl && types[id] != kUnused &&
+          types[id] != kUnknown)
+        fail("tokenizer: ", cfg_path, ": added_tokens_decoder gives id ", id, " the text ",
+             brief(json(text)), ", but ", path, " has the piece ", brief(json(sp.IdToPiece(id))),
+             " there, which plain text encodes to (expected the same text, or an id of a "
+             "control, unused or unknown piece)");
       add_split_token(text, id);
       if (id >= n_sp || text != sp.IdToPiece(id)) verbatim[id] = text;
       if (is_special) mark_special(id);
