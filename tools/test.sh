@@ -25,21 +25,15 @@ run() {
   echo "== [$preset] configure + build"
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset" -j"$jobs"
-  node_deps
+  # The fuzz preset has no GoogleTest or node suite: its tests are the fuzzers' replays and smoke runs.
+  [[ $preset == fuzz ]] || node_deps
   echo "== [$preset] test"
   ctest --preset "$preset" -j1 --timeout 900
-}
-fuzz() {  # no GoogleTest suite here: the CTest tests are the fuzzers' replays and smoke runs
-  echo "== [fuzz] configure + build"
-  cmake --preset fuzz >/dev/null
-  cmake --build --preset fuzz -j"$jobs"
-  echo "== [fuzz] test"
-  ctest --preset fuzz -j1 --timeout 900
 }
 case "$which" in
   release) run release ;;
   asan) run asan ;;
-  fuzz) fuzz ;;
-  all) run release; run asan; fuzz ;;
+  fuzz) run fuzz ;;
+  all) run release; run asan; run fuzz ;;
   *) echo "usage: $0 [release|asan|fuzz|all]" >&2; exit 2 ;;
 esac
