@@ -9,9 +9,11 @@
 #include <cmath>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <sstream>
 
 #include "apps/bench_train.h"
@@ -34,10 +36,12 @@ double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration
 struct BenchOpts {
   std::string model, preset = "moe1b", cache_dir, jsonl;
   std::vector<std::string> dtypes{"auto"};
-  std::string activations = "auto";
+  std::string activations = "auto", kv = "auto";
   std::vector<int> threads{0};
   std::vector<int64_t> pp{512}, tg{64}, depth{0}, batch{1};
   int64_t chunk = 512;
+  int64_t band = 0;  // depth fill reported per band of this many tokens (0 = depth / 8 from 32K)
+  bool synthetic = false;  // --synthetic-fill: random K/V and state instead of a real prefill
   int reps = 3;
   bool train = false;  // --train: training throughput instead of inference
   int64_t train_batch = 8, train_seq = 256;
@@ -48,13 +52,14 @@ void reset_peak_rss() {
   std::ofstream f("/proc/self/clear_refs");
   if (f) f << "5";
 }
-double peak_rss_gib() {
+double status_gib(const char* field) {  // a kB field of /proc/self/status, in GiB
   std::ifstream f("/proc/self/status");
   std::string line;
   while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1024.0 * 1024.0);
+    if (line.rfind(field, 0) == 0) return std::stod(line.substr(std::strlen(field))) / (1024.0 * 1024.0);
   return 0;
 }
+double peak_rss_gib() { return status_gib("VmHWM:"); }
 
 struct Stat {
   double median = 0, lo = 0, hi = 0;
@@ -123,14 +128,43 @@ double feed(const Model& m, SequenceState& st, const std::vector<int32_t>& toks,
   return secs(t0, clk::now());
 }
 
-// B sequences at depth d generate G tokens together; returns seconds for the G steps.
-double generate(const Model& m, int64_t B, int64_t depth, int64_t G, int64_t chunk) {
-  const int64_t V = m.config().vocab_size;
-  std::vector<SequenceState> st;
-  for (int64_t b = 0; b < B; ++b) {
-    st.push_back(m.new_state());
-    feed(m, st.back(), tokens(std::max<int64_t>(depth, 1), V, b), chunk);
+// A state at depth d without running the model: every attention layer's cache holds d rows of
+// random K/V (unit normal, as normed projections are), every Mamba state random; all keys valid.
+// Attention costs the same on any values, so pp / tg after it time what a real fill would; the
+// outputs are meaningless. Labelled "synthetic" wherever reported.
+void synthetic_fill(const Model& m, SequenceState& st, int64_t d) {
+  const JambaConfig& c = m.config();
+  const int64_t nkv = c.num_key_value_heads, hd = c.head_dim();
+  std::mt19937 rng(12345);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> kr(static_cast<size_t>(4096 * hd)), vr(kr.size());
+  for (float& x : kr) x = nd(rng);
+  for (float& x : vr) x = nd(rng);
+  st.pos = d;
+  st.key_valid.assign(static_cast<size_t>(d), 1);
+  for (size_t il = 0; il < c.layers.size(); ++il) {
+    if (c.layers[il].mixer == MixerKind::Mamba) {
+      for (float& x : st.mamba[il].conv) x = 0.1f * nd(rng);
+      for (float& x : st.mamba[il].ssm) x = 0.1f * nd(rng);
+      continue;
+    }
+    AttnLayerState& a = st.attn[il];
+    a.reserve(nkv, hd, d, 0, c.max_position_embeddings);
+    for (int64_t g = 0; g < nkv; ++g)
+      for (int64_t t0 = 0; t0 < d; t0 += 4096) {  // 4096 random rows, repeated with a shift
+        const int64_t n = std::min<int64_t>(4096, d - t0), sh = (t0 / 4096 + g) % 4096;
+        const int64_t n1 = std::min(n, 4096 - sh);
+        a.write(g, t0, n1, hd, kr.data() + sh * hd, vr.data() + sh * hd, hd);
+        if (n > n1) a.write(g, t0 + n1, n - n1, hd, kr.data(), vr.data(), hd);
+      }
   }
+}
+
+// B sequences, each a copy of `ctx` (a state at some depth), generate G tokens together;
+// returns seconds for the G steps.
+double generate(const Model& m, int64_t B, const SequenceState& ctx, int64_t G) {
+  const int64_t V = m.config().vocab_size;
+  std::vector<SequenceState> st(static_cast<size_t>(B), ctx);
   std::vector<int32_t> next(static_cast<size_t>(B), 5);
   ForwardOutput out;
   auto t0 = clk::now();
@@ -152,10 +186,22 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--cache-dir", o->cache_dir, "where preset checkpoints are written (default: temp dir)");
   app.add_option("--dtype", o->dtypes, std::string(kDtypeHelp) + " (list)")->delimiter(',');
   app.add_option("--activations", o->activations, kActivationsHelp);
+  app.add_option("--kv-dtype", o->kv, kKvDtypeHelp);
   app.add_option("--threads,-t", o->threads, "thread counts (list; 0 = all cores)")->delimiter(',');
   app.add_option("--pp,-p", o->pp, "prompt lengths (list; 0 = skip)")->delimiter(',');
   app.add_option("--tg,-n", o->tg, "generated tokens (list; 0 = skip)")->delimiter(',');
-  app.add_option("--depth,-d", o->depth, "context depth before pp/tg (list)")->delimiter(',');
+  app.add_option("--depth,-d", o->depth,
+                 "context depth before pp/tg (list; filled once per depth by a real chunked "
+                 "prefill, up to the model's context, then copied for each test)")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--synthetic-fill", o->synthetic,
+               "fill each depth with random K/V and state instead of a real prefill (attention "
+               "costs the same on any values; rows say 'synthetic')");
+  app.add_option("--band", o->band,
+                 "report the depth fill's prefill speed per band of this many tokens (default: "
+                 "depth / 8 for depths from 32768)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--batch,-b", o->batch, "sequences decoding together in tg (list)")->delimiter(',');
   app.add_option("--chunk", o->chunk, "prompt tokens per forward")->check(CLI::PositiveNumber);
   app.add_option("--reps,-r", o->reps, "repetitions (median reported)")->check(CLI::PositiveNumber);
@@ -193,8 +239,13 @@ Runner add_bench(CLI::App& app) {
     for (const std::string& dt : o->dtypes) {
       reset_peak_rss();
       Model model = Model::load(dir, {.weights = weight_type_from_name(dt),
-                                             .activations = matmul_activations_from_name(o->activations)});
+                                      .activations = matmul_activations_from_name(o->activations),
+                                      .kv = kv_dtype_from_name(o->kv)});
       const JambaConfig& c = model.config();
+      for (int64_t d : o->depth)
+        JAMBA_CHECK(d <= c.max_position_embeddings, "[--depth] ", d,
+                    " is past the model's context (max_position_embeddings ",
+                    c.max_position_embeddings, ")");
       const ModelStats ms = model_stats(c);
       const Weights& w = model.weights();
       // Bytes of weights one decode token reads: every matrix except the embedding (a row
@@ -216,11 +267,13 @@ Runner add_bench(CLI::App& app) {
       // quantized model may keep a bf16 matrix or two (the flag is set), but its GEMMs are the
       // quantized kernels and its prefill runs sgemm: label and peak follow the weight type.
       const bool a16 = w.bf16_activations && w.type == WeightType::BF16;
-      const std::string wname = std::string(weight_type_name(w.type)) + (a16 ? "/a16" : "");
+      const std::string wname = std::string(weight_type_name(w.type)) + (a16 ? "/a16" : "") +
+                                (c.n_attention_layers() ? std::string("/kv-") + kv_dtype_name(model.kv_dtype()) : "");
       for (int th : o->threads) {
         set_num_threads(th);
         const int nth = num_threads();
         const Peaks pk = measure_peaks(a16);
+        reset_peak_rss();  // the peaks' 256 MiB bandwidth array is not the model's memory
         std::fprintf(stderr, "[%s %s %d threads] measured: %s peak %.0f GFLOP/s, read bandwidth %.1f GB/s%s\n",
                      dir.c_str(), wname.c_str(), nth, a16 ? "bf16 GEMM" : "sgemm",
                      pk.gemm_gflops, pk.bw_gbs,
@@ -239,29 +292,59 @@ Runner add_bench(CLI::App& app) {
                          dir.c_str(), wname.c_str(), nth, test.c_str(), s.median, s.lo, s.hi, gf, pk.gemm_gflops,
                          gb, pk.bw_gbs, peak_rss_gib(), int(tps.size()));
         };
+        // attention FLOPs of one token at context position p: 4 * p * nh * hd per attention layer
+        const double attn_tok = 4.0 * double(c.num_attention_heads * c.head_dim()) * double(c.n_attention_layers());
         for (int64_t d : o->depth) {
+          // The context: filled once by a real chunked prefill (reported per band for long
+          // depths), then copied for every test below.
+          SequenceState ctx = model.new_state();
+          const std::string at = d ? std::string(" @ d") + std::to_string(d) +
+                                         (o->synthetic ? " (synthetic)" : "")
+                                   : "";
+          if (d > 0 && o->synthetic) {
+            synthetic_fill(model, ctx, d);
+          } else if (d > 0) {
+            const int64_t band = o->band > 0 ? o->band : (d >= 32768 ? d / 8 : d);
+            const auto fill = tokens(d, c.vocab_size, 1);
+            const auto t0 = clk::now();
+            for (int64_t b0 = 0; b0 < d; b0 += band) {
+              const int64_t n = std::min(band, d - b0);
+              const std::vector<int32_t> part(fill.begin() + b0, fill.begin() + b0 + n);
+              const double s = feed(model, ctx, part, o->chunk);
+              if (n < d)
+                report("fill " + std::to_string(b0) + "–" + std::to_string(b0 + n) + " of d" + std::to_string(d),
+                       {double(n) / s}, double(ms.flops_per_token) + attn_tok * double(b0 + n / 2), 0);
+              std::fprintf(stderr, "  depth %lld / %lld filled, %.0f s, state %s, RSS %.3f GiB (peak %.3f)\n",
+                           (long long)(b0 + n), (long long)d, secs(t0, clk::now()),
+                           human_bytes(double(ctx.bytes())).c_str(), status_gib("VmRSS:"), peak_rss_gib());
+            }
+            if (band >= d)
+              report("fill d" + std::to_string(d), {double(d) / secs(t0, clk::now())},
+                     double(ms.flops_per_token) + attn_tok * double(d / 2), 0);
+          }
           for (int64_t P : o->pp) {
             if (P <= 0) continue;
             { SequenceState warm = model.new_state(); feed(model, warm, tokens(std::min<int64_t>(P, 64), c.vocab_size, 9), o->chunk); }
             std::vector<double> tps;
             for (int r = 0; r < o->reps; ++r) {
-              SequenceState st = model.new_state();
-              if (d > 0) feed(model, st, tokens(d, c.vocab_size, 1), o->chunk);
+              SequenceState st = ctx;
               tps.push_back(double(P) / feed(model, st, tokens(P, c.vocab_size, 2 + r), o->chunk));
             }
-            // attention FLOPs: 4 * (depth + P/2) * nh * hd per attention layer per token
-            const double attn = 4.0 * double(d + P / 2) * double(c.num_attention_heads * c.head_dim()) * double(c.n_attention_layers());
-            report("pp" + std::to_string(P) + (d ? " @ d" + std::to_string(d) : ""), tps, double(ms.flops_per_token) + attn, 0);
+            report("pp" + std::to_string(P) + at, tps,
+                   double(ms.flops_per_token) + attn_tok * double(d + P / 2), 0);
           }
           for (int64_t G : o->tg) {
             if (G <= 0) continue;
             for (int64_t B : o->batch) {
-              generate(model, B, 1, 2, o->chunk);  // warm-up
+              {  // warm-up
+                SequenceState one = model.new_state();
+                feed(model, one, tokens(1, c.vocab_size, 0), o->chunk);
+                generate(model, B, one, 2);
+              }
               std::vector<double> tps;
-              for (int r = 0; r < o->reps; ++r) tps.push_back(double(G * B) / generate(model, B, d, G, o->chunk));
-              const double attn = 4.0 * double(d) * double(c.num_attention_heads * c.head_dim()) * double(c.n_attention_layers());
-              report("tg" + std::to_string(G) + (d ? " @ d" + std::to_string(d) : "") + (B > 1 ? " x" + std::to_string(B) : ""),
-                     tps, double(ms.flops_per_token) + attn, bytes_step(B) / double(B));
+              for (int r = 0; r < o->reps; ++r) tps.push_back(double(G * B) / generate(model, B, ctx, G));
+              report("tg" + std::to_string(G) + at + (B > 1 ? " x" + std::to_string(B) : ""),
+                     tps, double(ms.flops_per_token) + attn_tok * double(d), bytes_step(B) / double(B));
             }
           }
         }

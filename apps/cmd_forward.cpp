@@ -12,7 +12,7 @@ namespace jamba::app {
 
 namespace {
 struct ForwardOpts {
-  std::string model, input, output, dtype = "auto", activations = "auto";
+  std::string model, input, output, dtype = "auto", activations = "auto", kv = "auto";
   bool hidden = false;
   int64_t max_new = 0;
   int64_t chunk = 0;
@@ -35,11 +35,13 @@ Runner add_forward(CLI::App& app) {
   app.add_option("--threads", o->threads, "threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--dtype", o->dtype, kDtypeHelp);
   app.add_option("--activations", o->activations, kActivationsHelp);
+  app.add_option("--kv-dtype", o->kv, kKvDtypeHelp);
   return [o]() {
     set_num_threads(o->threads);
     auto t0 = std::chrono::steady_clock::now();
     Model model = Model::load(o->model, {.weights = weight_type_from_name(o->dtype),
-                                           .activations = matmul_activations_from_name(o->activations)});
+                                           .activations = matmul_activations_from_name(o->activations),
+                                           .kv = kv_dtype_from_name(o->kv)});
     TokenBatch in = read_token_batch(o->input);
     const JambaConfig& cfg = model.config();
     const int64_t B = in.B, T = in.T, V = cfg.vocab_size, D = cfg.hidden_size;

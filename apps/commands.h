@@ -28,5 +28,6 @@ Runner add_grad(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_train(CLI::App& app);
 Runner add_serve(CLI::App& app);
+Runner add_explore(CLI::App& app);
 
 }  // namespace jamba::app

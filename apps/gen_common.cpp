@@ -17,6 +17,7 @@ void add_gen_options(CLI::App& app, GenOptions& o) {
   app.add_option("--threads,-t", o.threads, "threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--dtype", o.dtype, kDtypeHelp);
   app.add_option("--activations", o.activations, kActivationsHelp);
+  app.add_option("--kv-dtype", o.kv_dtype, kKvDtypeHelp);
   app.add_option("--max-new-tokens,-n", o.max_new_tokens, "tokens to generate at most")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--ctx-size", o.ctx_size, "context length limit (0 = the model's)")
@@ -43,7 +44,8 @@ Loaded load_for_generation(const GenOptions& o) {
   validate_sampling_params(sp);
   Loaded L;
   L.model = std::make_unique<Model>(Model::load(o.model, {.weights = weight_type_from_name(o.dtype),
-                                                          .activations = matmul_activations_from_name(o.activations)}));
+                                                          .activations = matmul_activations_from_name(o.activations),
+                                                          .kv = kv_dtype_from_name(o.kv_dtype)}));
   const std::string tpath = o.tokenizer.empty() ? o.model : o.tokenizer;
   L.tok = std::make_unique<Tokenizer>(Tokenizer::load(tpath));
   const JambaConfig& c = L.model->config();

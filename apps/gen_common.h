@@ -13,7 +13,7 @@
 namespace jamba::app {
 
 struct GenOptions {
-  std::string model, tokenizer, dtype = "auto", activations = "auto";
+  std::string model, tokenizer, dtype = "auto", activations = "auto", kv_dtype = "auto";
   int threads = 0;
   int64_t max_new_tokens = 256;
   int64_t ctx_size = 0;

@@ -7,6 +7,7 @@
 //   B/s     — bytes that must cross memory at least once (weights / KV cache / activations);
 //   tok/s   — tokens (rows of L) per second.
 #include <benchmark/benchmark.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,7 +15,9 @@
 #include <random>
 #include <vector>
 
+#include "core/dtype.h"
 #include "kernels/kernels.h"
+#include "kernels/scan_blocked.h"
 
 namespace jamba {
 namespace {
@@ -70,12 +73,19 @@ void bm_rmsnorm(benchmark::State& st, Impl impl, int64_t M, int64_t D) {
 
 // Lq queries at positions [T - Lq, T) against a cache of T keys (a prefill chunk ending at T, or
 // decode with Lq = 1).
+// bf16: the K/V cache held as bf16 (--kv-dtype bf16), widened as read; dot: a bf16 model's
+// attention on it (bf16 dot products, AttentionArgs::bf16_dot).
 void bm_attention(benchmark::State& st, Impl impl, int64_t Lq, int64_t T, int64_t nh, int64_t nkv,
-                  int64_t hd) {
+                  int64_t hd, bool bf16 = false, bool dot = false) {
   const int64_t pos0 = T - Lq;
   const auto q = random_vec(Lq * nh * hd, -2, 2, 5);
   const auto k = random_vec(nkv * T * hd, -1, 1, 6);
   const auto v = random_vec(nkv * T * hd, -1, 1, 7);
+  std::vector<uint16_t> k16, v16;
+  if (bf16) {
+    for (float x : k) k16.push_back(f32_to_bf16(x));
+    for (float x : v) v16.push_back(f32_to_bf16(x));
+  }
   std::vector<float> out(size_t(Lq * nh * hd));
   const AttentionArgs a{.Lq = Lq,
                         .T = T,
@@ -91,7 +101,10 @@ void bm_attention(benchmark::State& st, Impl impl, int64_t Lq, int64_t T, int64_
                         .key_valid = nullptr,
                         .scale = 1.0f / std::sqrt(float(hd)),
                         .out = out.data(),
-                        .ldo = nh * hd};
+                        .ldo = nh * hd,
+                        .k16 = bf16 ? k16.data() : nullptr,
+                        .v16 = bf16 ? v16.data() : nullptr,
+                        .bf16_dot = dot};
   for (auto _ : st) {
     impl == Impl::kCpu ? cpu::attention(a) : ref::attention(a);
     benchmark::DoNotOptimize(out.data());
@@ -99,7 +112,35 @@ void bm_attention(benchmark::State& st, Impl impl, int64_t Lq, int64_t T, int64_
   }
   double keys = 0;  // (query, key) pairs allowed by the causal mask
   for (int64_t i = 0; i < Lq; ++i) keys += double(std::min(T, pos0 + i + 1));
-  set_rates(st, 4.0 * hd * nh * keys, 4.0 * (2 * nkv * T * hd + 2 * Lq * nh * hd), double(Lq));
+  set_rates(st, 4.0 * hd * nh * keys, (bf16 ? 2.0 : 4.0) * 2 * nkv * T * hd + 4.0 * 2 * Lq * nh * hd,
+            double(Lq));
+}
+
+// The fp32 FMA peak of this machine with the current OpenMP threads: per thread 16 independent
+// chains of 16-wide FMAs (enough to cover the FMA latency on two ports), counted as 2 FLOPs per
+// lane. The attention rows above are read against this.
+void bm_fma_peak(benchmark::State& st) {
+  constexpr int kChains = 16, kLanes = 16;
+  constexpr int64_t kIters = 1 << 16;
+  float sink = 0;
+  for (auto _ : st) {
+#pragma omp parallel reduction(+ : sink)
+    {
+      typedef float v16 __attribute__((vector_size(kLanes * 4)));
+      v16 acc[kChains];
+      const v16 m = v16{} + 0.999999f, c = v16{} + 1e-7f;
+      for (int i = 0; i < kChains; ++i) acc[i] = v16{} + float(i + omp_get_thread_num());
+      for (int64_t it = 0; it < kIters; ++it)
+        for (int i = 0; i < kChains; ++i) {
+          acc[i] = acc[i] * m + c;
+          __asm__ volatile("" : "+v"(acc[i]));  // keep the chains in registers, not folded
+        }
+      for (int i = 0; i < kChains; ++i) sink += acc[i][0];
+    }
+  }
+  benchmark::DoNotOptimize(sink);
+  const double flops = 2.0 * kLanes * kChains * double(kIters) * omp_get_max_threads();
+  set_rates(st, flops, 0);
 }
 
 // -------------------------------------------------------------------------------------- conv1d
@@ -179,6 +220,97 @@ void bm_scan(benchmark::State& st, Impl impl, int64_t L, int64_t Din, int64_t N,
   set_rates(st, flops, 4.0 * (4.0 * L * Din + 2.0 * L * N + 2.0 * Din * N), double(L));
 }
 
+// ---------------------------------------------------- selective scan: sequential vs time-blocked
+
+// One sequence of L tokens over all Din channels with the OpenMP threads (OMP_NUM_THREADS), as
+// the model runs it. kChannels: the sequential scan in channel blocks across the threads
+// (mamba_forward's blocks; the training backward's 16-channel blocks, each with its own dB / dC
+// partial); kTime: the time-blocked kernel with one block per thread (what the dispatch picks;
+// at least 2 blocks, so one thread shows the extra work the blocking costs).
+// Forward and backward (the training backward's scan step, dt gradient before softplus').
+enum class ScanPath { kChannels, kTime };
+
+struct ScanBenchData {
+  int64_t L, Din, N;
+  std::vector<float> x, z, dt, B, C, A, D, h, y, dy, dx, ddt, dz, dA, dD;
+  ScanBenchData(int64_t L_, int64_t Din_, int64_t N_) : L(L_), Din(Din_), N(N_) {
+    x = random_vec(L * Din, -2, 2, 12);
+    z = random_vec(L * Din, -3, 3, 13);
+    dt = random_vec(L * Din, -6.9f, -1.5f, 14);
+    for (float& d : dt) d = softplus_scalar(d);  // (1e-3, 0.2)
+    B = random_vec(L * N, -1, 1, 15);
+    C = random_vec(L * N, -1, 1, 16);
+    A.resize(size_t(Din * N));
+    for (int64_t d = 0; d < Din; ++d)
+      for (int64_t n = 0; n < N; ++n) A[size_t(d * N + n)] = -float(n + 1);
+    D = random_vec(Din, 0.5f, 1.5f, 17);
+    h.assign(size_t(Din * N), 0.0f);
+    y.resize(size_t(L * Din));
+    dy = random_vec(L * Din, -1, 1, 18);
+    dx.resize(size_t(L * Din));
+    ddt = dz = dx;
+    dA.resize(size_t(Din * N));
+    dD.resize(size_t(Din));
+  }
+  ScanArgs fwd(int64_t d0, int64_t d1) {
+    return ScanArgs{.L = L, .Din = Din, .N = N, .d0 = d0, .d1 = d1, .x = x.data(), .ldx = Din,
+                    .dt = dt.data(), .lddt = Din, .Bm = B.data(), .ldb = N, .Cm = C.data(),
+                    .ldc = N, .z = z.data(), .ldz = Din, .A = A.data(), .D = D.data(),
+                    .h = h.data(), .y = y.data(), .ldy = Din};
+  }
+  ScanBackwardArgs bwd(int64_t d0, int64_t d1, float* dbc) {
+    return ScanBackwardArgs{.L = L, .Din = Din, .N = N, .d0 = d0, .d1 = d1, .x = x.data(),
+                            .ldx = Din, .dt = dt.data(), .lddt = Din, .Bm = B.data(), .ldb = N,
+                            .Cm = C.data(), .ldc = N, .z = z.data(), .ldz = Din, .A = A.data(),
+                            .D = D.data(), .h0 = nullptr, .dy = dy.data(), .lddy = Din,
+                            .dhL = nullptr, .dx = dx.data(), .lddx = Din, .ddt = ddt.data(),
+                            .ldddt = Din, .dz = dz.data(), .lddz = Din, .dB = dbc, .lddB = 2 * N,
+                            .dC = dbc + N, .lddC = 2 * N, .dA = dA.data(), .dD = dD.data()};
+  }
+};
+
+void bm_scan_path(benchmark::State& st, ScanPath path, bool backward, int64_t L, int64_t Din,
+                  int64_t N) {
+  ScanBenchData s(L, Din, N);
+  const int64_t nthr = omp_get_max_threads();
+  // mamba_forward's channel blocks / mamba_train_backward's (16 channels).
+  const int64_t block =
+      backward ? 16 : std::max<int64_t>(16, (Din / std::max<int64_t>(1, 4 * nthr)) / 16 * 16);
+  const int64_t nblk = (Din + block - 1) / block, n_time = std::max<int64_t>(2, nthr);
+  std::vector<float> dbc(size_t((path == ScanPath::kTime ? 1 : nblk) * L * 2 * N));
+  for (auto _ : st) {
+    if (!backward) {
+      std::fill(s.h.begin(), s.h.end(), 0.0f);
+      if (path == ScanPath::kTime) {
+        cpu::selective_scan_blocked(s.fwd(0, Din), n_time);
+      } else {
+#pragma omp parallel for schedule(dynamic)
+        for (int64_t b = 0; b < nblk; ++b)
+          cpu::selective_scan(s.fwd(b * block, std::min(Din, (b + 1) * block)));
+      }
+    } else {
+      std::fill(dbc.begin(), dbc.end(), 0.0f);
+      if (path == ScanPath::kTime) {
+        cpu::selective_scan_backward_blocked(s.bwd(0, Din, dbc.data()), n_time);
+      } else {
+#pragma omp parallel for schedule(dynamic)
+        for (int64_t b = 0; b < nblk; ++b)
+          cpu::selective_scan_backward(
+              s.bwd(b * block, std::min(Din, (b + 1) * block), dbc.data() + b * L * 2 * N));
+      }
+    }
+    benchmark::DoNotOptimize(s.y.data());
+    benchmark::DoNotOptimize(s.dx.data());
+    benchmark::ClobberMemory();
+  }
+  st.counters["threads"] = double(nthr);
+  st.counters["chan_blocks"] = double(nblk);
+  // Useful work of the sequential scan (the blocked one does more): as bm_scan; the backward
+  // recomputes the states (7 per (t, d, n)) and runs the reverse step (~12).
+  const double flops = double(L) * Din * ((backward ? 19.0 : 7.0) * N + 8.0);
+  set_rates(st, flops, 4.0 * (4.0 * L * Din + 2.0 * L * N + 2.0 * Din * N), double(L));
+}
+
 // ---------------------------------------------------------------------------------- registry
 
 #define JAMBA_BENCH(...) \
@@ -197,9 +329,46 @@ JAMBA_BENCH(bm_scan, cpu_L512_D5120_N16_omp, Impl::kCpu, 512, 5120, 16, true);
 JAMBA_BENCH(bm_scan, cpu_small_L128_D1024_N16, Impl::kCpu, 128, 1024, 16, false);
 JAMBA_BENCH(bm_scan, ref_small_L128_D1024_N16, Impl::kRef, 128, 1024, 16, false);
 
+// Selective scan, sequential (channel blocks over threads) vs time-blocked, one sequence,
+// N = 16: few channels (the case the blocked scan is for) and many; run with OMP_NUM_THREADS=1
+// and 2 (docs/ARCHITECTURE.md, "Selective scan: sequential vs time-blocked").
+#define JAMBA_SCAN_PATHS(L, Din)                                                            \
+  JAMBA_BENCH(bm_scan_path, fwd_chan_L##L##_D##Din, ScanPath::kChannels, false, L, Din, 16); \
+  JAMBA_BENCH(bm_scan_path, fwd_time_L##L##_D##Din, ScanPath::kTime, false, L, Din, 16);     \
+  JAMBA_BENCH(bm_scan_path, bwd_chan_L##L##_D##Din, ScanPath::kChannels, true, L, Din, 16);  \
+  JAMBA_BENCH(bm_scan_path, bwd_time_L##L##_D##Din, ScanPath::kTime, true, L, Din, 16)
+JAMBA_SCAN_PATHS(128, 16);
+JAMBA_SCAN_PATHS(512, 16);
+JAMBA_SCAN_PATHS(8192, 16);
+JAMBA_SCAN_PATHS(512, 48);
+JAMBA_SCAN_PATHS(8192, 48);
+JAMBA_SCAN_PATHS(512, 64);
+JAMBA_SCAN_PATHS(8192, 64);
+JAMBA_SCAN_PATHS(512, 256);
+JAMBA_SCAN_PATHS(8192, 256);
+JAMBA_SCAN_PATHS(512, 2048);
+JAMBA_SCAN_PATHS(512, 4096);
+JAMBA_SCAN_PATHS(2048, 4096);
+
 // attention, hd = 128, GQA: a 128-query prefill chunk ending at T = 4096 and decode at T = 4096
 // (32 query heads / 8 kv heads); small shapes for the ref comparison.
 JAMBA_BENCH(bm_attention, cpu_prefill_Lq128_T4096_h32_kv8, Impl::kCpu, 128, 4096, 32, 8, 128);
+// Long key ranges, read against fma_peak: a 512-token prefill chunk at depth 32K / 128K and decode
+// at 256K of the moe1b shape (16 heads, 4 KV heads of 64) and the r3b shape (20 heads, 1 KV head
+// of 128), f32 and bf16 caches.
+BENCHMARK(bm_fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);
+JAMBA_BENCH(bm_attention, moe1b_Lq512_T32768_f32, Impl::kCpu, 512, 32768, 16, 4, 64, false);
+JAMBA_BENCH(bm_attention, moe1b_Lq512_T32768_bf16, Impl::kCpu, 512, 32768, 16, 4, 64, true);
+JAMBA_BENCH(bm_attention, moe1b_Lq512_T32768_bf16dot, Impl::kCpu, 512, 32768, 16, 4, 64, true, true);
+JAMBA_BENCH(bm_attention, moe1b_Lq512_T131072_bf16dot, Impl::kCpu, 512, 131072, 16, 4, 64, true, true);
+JAMBA_BENCH(bm_attention, moe1b_decode_T262144_f32, Impl::kCpu, 1, 262144, 16, 4, 64, false);
+JAMBA_BENCH(bm_attention, moe1b_decode_T262144_bf16, Impl::kCpu, 1, 262144, 16, 4, 64, true);
+JAMBA_BENCH(bm_attention, moe1b_decode_T262144_bf16dot, Impl::kCpu, 1, 262144, 16, 4, 64, true, true);
+JAMBA_BENCH(bm_attention, r3b_Lq512_T32768_bf16, Impl::kCpu, 512, 32768, 20, 1, 128, true);
+JAMBA_BENCH(bm_attention, r3b_Lq512_T32768_bf16dot, Impl::kCpu, 512, 32768, 20, 1, 128, true, true);
+JAMBA_BENCH(bm_attention, r3b_decode_T262144_bf16, Impl::kCpu, 1, 262144, 20, 1, 128, true);
+JAMBA_BENCH(bm_attention, r3b_decode_T262144_bf16dot, Impl::kCpu, 1, 262144, 20, 1, 128, true, true);
+JAMBA_BENCH(bm_attention, tiny_Lq1000_T32768_hd16, Impl::kCpu, 1000, 32768, 4, 2, 16, false);
 JAMBA_BENCH(bm_attention, cpu_decode_T4096_h32_kv8, Impl::kCpu, 1, 4096, 32, 8, 128);
 JAMBA_BENCH(bm_attention, cpu_small_prefill_Lq16_T512_h8_kv2, Impl::kCpu, 16, 512, 8, 2, 128);
 JAMBA_BENCH(bm_attention, ref_small_prefill_Lq16_T512_h8_kv2, Impl::kRef, 16, 512, 8, 2, 128);

@@ -30,6 +30,7 @@
 #include "checkpoint_util.h"
 #include "cli_util.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 #include "tolerances.h"
 
 
@@ -134,17 +135,7 @@ std::vector<float> read_f32(const std::string& file, const std::string& name) {
 // max |a - b| over rows of width w whose mask entry (if any) is 1.
 float max_diff(const std::vector<float>& a, const std::vector<float>& b, int64_t w,
                const std::vector<int64_t>& mask = {}) {
-  EXPECT_EQ(a.size(), b.size());
-  if (a.size() != b.size()) return INFINITY;
-  float m = 0;
-  for (size_t r = 0; r * size_t(w) < a.size(); ++r) {
-    if (!mask.empty() && !mask[r]) continue;
-    for (int64_t i = 0; i < w; ++i) {
-      const float d = std::fabs(a[r * size_t(w) + size_t(i)] - b[r * size_t(w) + size_t(i)]);
-      if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
-    }
-  }
-  return m;
+  return testing_util::max_row_diff(a, b, w, mask);
 }
 
 // ---------------------------------------------------------------------------------------------

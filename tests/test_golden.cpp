@@ -6,6 +6,7 @@
 
 #include "io/safetensors.h"
 #include "runtime/forward_tool.h"
+#include "test_util.h"
 #include "tolerances.h"
 
 namespace jamba {
@@ -34,16 +35,7 @@ Case load_case(const std::string& name) {
 // max |a - b| over positions where mask (if any) is 1; rows of width `w`.
 float max_diff(const std::vector<float>& a, const std::vector<float>& b, int64_t w,
                const std::vector<uint8_t>& mask) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0;
-  for (size_t r = 0; r * w < a.size(); ++r) {
-    if (!mask.empty() && !mask[r]) continue;
-    for (int64_t i = 0; i < w; ++i) {
-      const float d = std::fabs(a[r * w + i] - b[r * w + i]);
-      if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
-    }
-  }
-  return m;
+  return testing_util::max_row_diff(a, b, w, mask);
 }
 
 class Golden : public ::testing::TestWithParam<std::string> {};

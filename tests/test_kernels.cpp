@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <initializer_list>
 #include <iterator>
 #include <limits>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "kernels/cpu/vec_math.h"
 #include "kernels/kernels.h"
 #include "tolerances.h"
@@ -296,9 +298,13 @@ const AttentionCase kAttentionCases[] = {
 };
 // clang-format on
 
-TEST(KernelAttention, CpuMatchesRef) {
+// bf16_cache: K and V held as bf16 (k16 / v16); both kernels widen them as they read, and the
+// reference on the widened f32 values must give the same bits as the reference on the bf16 ones.
+// bf16_dot: a bf16 model's attention (queries and, in the fast kernel, softmax weights rounded
+// to bf16; oneDNN bf16 matmuls): within kAttentionBf16Dot of the reference.
+void attention_cpu_vs_ref(bool bf16_cache, bool bf16_dot = false) {
   Rng rng(303);
-  ErrorLog log{"attention"};
+  ErrorLog log{bf16_dot ? "attention, bf16 dot products" : bf16_cache ? "attention, bf16 K/V" : "attention"};
   const auto cases = with_random(kAttentionCases, 40, 33, [](Rng& r) {
     const int64_t nkv = r.integer(1, 3), group = r.pick({1, 2, 4, 8});
     const int64_t Lq = r.coin() ? 1 : r.integer(2, 40), pos0 = r.coin() ? 0 : r.integer(1, 300);
@@ -344,15 +350,41 @@ TEST(KernelAttention, CpuMatchesRef) {
                     .scale = 1.0f / std::sqrt(float(c.hd)),
                     .out = Or.data(),
                     .ldo = ldq};
+    std::vector<uint16_t> k16(k.size()), v16(v.size());
+    std::vector<float> kw(k.size()), vw(v.size());  // the bf16 values widened
+    if (bf16_cache) {
+      for (size_t i = 0; i < k.size(); ++i) {
+        k16[i] = f32_to_bf16(k[i]), v16[i] = f32_to_bf16(v[i]);
+        kw[i] = bf16_to_f32(k16[i]), vw[i] = bf16_to_f32(v16[i]);
+      }
+      a.k = a.v = nullptr;
+      a.k16 = k16.data(), a.v16 = v16.data();
+      a.bf16_dot = bf16_dot;
+    }
     ref::attention(a);
+    if (bf16_cache && !bf16_dot) {
+      std::vector<float> Ow = Or;
+      AttentionArgs w = a;
+      w.k = kw.data(), w.v = vw.data(), w.k16 = w.v16 = nullptr, w.out = Ow.data();
+      ref::attention(w);
+      ASSERT_EQ(0, std::memcmp(Ow.data(), Or.data(), Or.size() * sizeof(float)))
+          << "ref attention on bf16 K/V differs from ref on the same values in f32";
+    }
     a.out = Oc.data();
     cpu::attention(a);
     std::ostringstream what;
     what << "Lq=" << c.Lq << " T=" << c.T << " nh=" << c.nh << " nkv=" << c.nkv << " hd=" << c.hd
          << " pos0=" << c.pos0 << " mask=" << int(c.mask) << " left_pad=" << c.left_pad;
-    log.check(Oc, Or, what.str());
+    if (bf16_dot)
+      log.check(Oc, Or, what.str(), tol::kAttentionBf16Dot, tol::kAttentionBf16Dot);
+    else
+      log.check(Oc, Or, what.str());
   }
 }
+
+TEST(KernelAttention, CpuMatchesRef) { attention_cpu_vs_ref(false); }
+TEST(KernelAttention, CpuMatchesRefWithBf16Cache) { attention_cpu_vs_ref(true); }
+TEST(KernelAttention, CpuMatchesRefWithBf16DotProducts) { attention_cpu_vs_ref(true, true); }
 
 // ------------------------------------------------------------------------------------- conv1d
 

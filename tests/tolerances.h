@@ -57,6 +57,29 @@ constexpr double kBf16ActivationsTop1 = 0.9;
 // 4.4e-6 / 1.4e-5). HF in bf16 has the same spread between its prefill and decode. ~3x headroom;
 // a stride, row-offset or state mistake gives O(1).
 constexpr float kBf16ActivationsPrefillVsDecode = 0.2f;
+// Attention with bf16 dot products (AttentionArgs::bf16_dot) vs the reference, which rounds the
+// queries but keeps the softmax weights exact: each weight rounded to bf16 (relative 2^-9) moves
+// an output (values in [-1, 1]) by at most ~2^-9 in the worst case, far less on average.
+// Measured over the 60 kernel cases: max abs 1.4e-3 (err/tol 0.29); a wrong tile offset, a lost
+// rescale or a transposed V gives O(0.1..1).
+constexpr float kAttentionBf16Dot = 4e-3f;
+// bf16 K/V cache (--kv-dtype bf16) vs the f32 golden logits, every golden case: each key and
+// value is rounded once (relative 2^-9) when written; scores, softmax and sums stay f32.
+// Measured max |dlogits|: dense-tiny 0.020, gqa-moe 0.012, long-seq 0.035, padded-batch 0.014,
+// tied-embeddings 0.061 (~3x headroom below); top-1 vs the f32 cache 63/64, 64/64, 1022/1024,
+// 87/88, 64/64. jamba-layout (16 MoE layers of 16 experts, logits O(10)) measures 0.98 with 48/48
+// top-1: a rounded key moves a router's top-2 somewhere in 32 layers (routing flips, as with bf16
+// weights, kBf16ActivationsLogits' note) — it gets its own bound. Keys/values not rounded at all
+// would fail the "changed something" check; a wrong row or head offset gives O(10).
+constexpr float kBf16KvCacheLogits = 0.2f;
+constexpr float kBf16KvCacheLogitsMoeFlips = 3.0f;
+constexpr double kBf16KvCacheTop1 = 0.9;
+// A 32K-token prompt in one forward vs chunks of 1000 (tiny preset): the same products summed in
+// other orders (attention tiles, online-softmax rescaling across tiles, GEMM blocking by row
+// count) over 32K keys. Measured 1.5e-7 (f32 cache, 32K) and 2.4e-7 (bf16 cache, 8K; the
+// rounding of K/V is the same either way); a lost tile, a wrong cache offset or a state not
+// carried between chunks gives O(0.01..1).
+constexpr float kChunkedPrefill32K = 1e-5f;
 
 }  // namespace jamba::tol
 
@@ -169,5 +192,21 @@ namespace jamba::tol {
 // the held-out loss was 4.47. A model that has learnt the corpus stays under 4 with a gap > 1.5.
 constexpr double kDemoHeldOutCe = 4.0;
 constexpr double kDemoShuffleGap = 1.5;
+
+}  // namespace jamba::tol
+
+namespace jamba::tol {
+
+// Selective-scan backward (tests/test_scan_blocked.cpp), cpu (sequential or time-blocked) vs
+// ref::selective_scan_backward (std::exp, double sums), max |diff| / max |ref| per gradient
+// tensor (sums over N states and over time cancel, so per-element relative errors are
+// meaningless): float32 sums, exp_fast (~2 ulp) and, blocked, the reassociated block start
+// states and adjoints. Measured 1.7e-6 over L up to 4099 (the training backward, blocked vs
+// sequential: 2.8e-7); ~10x headroom. A dropped block carry or decay gives O(1e-1 .. 1).
+constexpr double kScanBackward = 2e-5;
+// The scan backward vs central differences (step 1e-3 relative) of a double-precision forward,
+// L 11, relative to each tensor's max: truncation ~1e-7, float32 rounding of the analytic
+// gradients ~1e-7. Measured 1.9e-7; a missing term or wrong factor gives >= 1e-2.
+constexpr double kScanFd = 1e-5;
 
 }  // namespace jamba::tol

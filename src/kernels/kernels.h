@@ -40,6 +40,12 @@ struct RmsNormArgs {
 // (null = all valid). A query with no allowed key gets the uniform average of all T values (what
 // the reference's additive finfo.min mask produces for left-padding rows).
 // out: [Lq, nh*hd] stride ldo. Query head h reads kv head h / (nh / nkv).
+// k16, v16 (instead of k, v; same layout): a bf16 cache; keys and values are widened to f32 as
+// they are read, so scores, softmax and sums stay f32 (only the cache's rounding differs).
+// bf16_dot (with k16, v16): a bf16 model's attention — the queries are rounded to bf16 too
+// (scores = (bf16(q) . k) * scale, f32 sums) and, in the fast kernel, the softmax weights are
+// rounded to bf16 before P V, so both products run as bf16 dot products (oneDNN; ~2x the f32
+// FMA rate). The reference rounds the queries only (the P rounding is within its tolerance).
 struct AttentionArgs {
   int64_t Lq, T, nh, nkv, hd;
   int64_t pos0;
@@ -52,6 +58,9 @@ struct AttentionArgs {
   float scale;
   float* out;
   int64_t ldo;
+  const uint16_t* k16 = nullptr;
+  const uint16_t* v16 = nullptr;
+  bool bf16_dot = false;
 };
 
 // Depthwise causal conv1d + SiLU over L tokens of one sequence, channels [0, Din).

@@ -7,6 +7,7 @@
 #include "core/threads.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
+#include "kernels/scan_blocked.h"
 #include "model/blocks.h"
 
 namespace jamba {
@@ -69,7 +70,9 @@ void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,
   Scratch dt(static_cast<size_t>(M * Din));
   linear_forward(w.dt_proj, sbc.data(), M, dt.data(), Din, S);
   kx::softplus(dt.data(), M * Din);
-  // 8-10. selective scan with D skip and SiLU gate, parallel over sequences x channel blocks.
+  // 8-10. selective scan with D skip and SiLU gate, parallel over sequences x channel blocks;
+  // a long sequence in a call with too few channel blocks for the threads runs time-blocked
+  // over all threads instead (kernels/scan_blocked.h, cpu::scan_time_blocks).
   Scratch y(static_cast<size_t>(M * Din));
   const int64_t nthr = num_threads();
   int64_t block = std::max<int64_t>(16, (Din / std::max<int64_t>(1, 4 * nthr)) / 16 * 16);
@@ -78,21 +81,31 @@ void mamba_forward(const JambaConfig& cfg, const MambaWeights& w, int64_t il,
     int64_t d0, d1;
   };
   std::vector<Task> tasks;
-  for (const Segment& s : segs)
-    for (int64_t d0 = 0; d0 < Din; d0 += block) tasks.push_back({&s, d0, std::min(Din, d0 + block)});
+  std::vector<std::pair<const Segment*, int64_t>> blocked;  // (segment, time blocks)
+  const int64_t n_tasks = int64_t(segs.size()) * ((Din + block - 1) / block);
+  for (const Segment& s : segs) {
+    const int64_t P = kx::scan_time_blocks(kx::ScanPass::kForward, s.len, n_tasks, nthr);
+    if (P > 1)
+      blocked.push_back({&s, P});
+    else
+      for (int64_t d0 = 0; d0 < Din; d0 += block)
+        tasks.push_back({&s, d0, std::min(Din, d0 + block)});
+  }
+  auto scan = [&](const Segment& s, int64_t d0, int64_t d1) {
+    const int64_t r = s.row0;
+    return ScanArgs{.L = s.len, .Din = Din, .N = N, .d0 = d0, .d1 = d1,
+                    .x = xc.data() + r * Din, .ldx = Din, .dt = dt.data() + r * Din,
+                    .lddt = Din, .Bm = sbc.data() + r * S + R, .ldb = S,
+                    .Cm = sbc.data() + r * S + R + N, .ldc = S,
+                    .z = xz.data() + r * 2 * Din + Din, .ldz = 2 * Din, .A = w.A.data(),
+                    .D = w.D, .h = s.state->mamba[size_t(il)].ssm.data(),
+                    .y = y.data() + r * Din, .ldy = Din};
+  };
   const bool par = M * Din * N > 32768;  // below this a parallel region costs more than the scan
 #pragma omp parallel for schedule(dynamic) if (par)
-  for (size_t ti = 0; ti < tasks.size(); ++ti) {
-    const Segment& s = *tasks[ti].s;
-    const int64_t r = s.row0;
-    kx::selective_scan({.L = s.len, .Din = Din, .N = N, .d0 = tasks[ti].d0, .d1 = tasks[ti].d1,
-                        .x = xc.data() + r * Din, .ldx = Din, .dt = dt.data() + r * Din,
-                        .lddt = Din, .Bm = sbc.data() + r * S + R, .ldb = S,
-                        .Cm = sbc.data() + r * S + R + N, .ldc = S,
-                        .z = xz.data() + r * 2 * Din + Din, .ldz = 2 * Din, .A = w.A.data(),
-                        .D = w.D, .h = s.state->mamba[size_t(il)].ssm.data(),
-                        .y = y.data() + r * Din, .ldy = Din});
-  }
+  for (size_t ti = 0; ti < tasks.size(); ++ti)
+    kx::selective_scan(scan(*tasks[ti].s, tasks[ti].d0, tasks[ti].d1));
+  for (const auto& [s, P] : blocked) kx::selective_scan_blocked(scan(*s, 0, Din), P);
   // 11. [M, Din] @ [D, Din]^T -> [M, D]
   linear_forward(w.out_proj, y.data(), M, out);
 }
@@ -110,19 +123,19 @@ void attention_forward(const JambaConfig& cfg, const AttentionWeights& w, int64_
   for (const Segment& s : segs) {
     AttnLayerState& c = s.state->attn[size_t(il)];
     const int64_t T = s.pos0 + s.len;
-    c.reserve(nkv, hd, T, s.pos0);
-    for (int64_t t = 0; t < s.len; ++t)
-      for (int64_t g = 0; g < nkv; ++g) {
-        const int64_t src = (s.row0 + t) * nkv * hd + g * hd;
-        const int64_t dst = g * c.cap * hd + (s.pos0 + t) * hd;
-        std::copy_n(k.data() + src, hd, c.k.data() + dst);
-        std::copy_n(v.data() + src, hd, c.v.data() + dst);
-      }
+    c.reserve(nkv, hd, T, s.pos0, cfg.max_position_embeddings);
+    for (int64_t g = 0; g < nkv; ++g) {
+      const int64_t src = s.row0 * nkv * hd + g * hd;
+      c.write(g, s.pos0, s.len, hd, k.data() + src, v.data() + src, nkv * hd);
+    }
     kx::attention({.Lq = s.len, .T = T, .nh = nh, .nkv = nkv, .hd = hd, .pos0 = s.pos0,
-                   .q = q.data() + s.row0 * nh * hd, .ldq = nh * hd, .k = c.k.data(),
-                   .v = c.v.data(), .kv_head_stride = c.cap * hd,
-                   .key_valid = s.state->key_valid.data(), .scale = scale,
-                   .out = o.data() + s.row0 * nh * hd, .ldo = nh * hd});
+                   .q = q.data() + s.row0 * nh * hd, .ldq = nh * hd,
+                   .k = c.bf16 ? nullptr : c.k.data(), .v = c.bf16 ? nullptr : c.v.data(),
+                   .kv_head_stride = c.cap * hd, .key_valid = s.state->key_valid.data(),
+                   .scale = scale, .out = o.data() + s.row0 * nh * hd, .ldo = nh * hd,
+                   .k16 = c.bf16 ? c.k16.data() : nullptr, .v16 = c.bf16 ? c.v16.data() : nullptr,
+                   // a bf16 model (bf16 activations) with a bf16 cache: bf16 dot products
+                   .bf16_dot = c.bf16 && w.q.bf16_activations});
   }
   // [M, nh*hd] @ [D, nh*hd]^T -> [M, D]
   linear_forward(w.o, o.data(), M, out);

@@ -47,7 +47,8 @@ Model Model::load(const std::string& dir, LoadOptions opts) {
   };
   for_each_matrix(w, cfg, [&](const std::string&, const Linear& l) { set(l, &l != &w.embed); });
   set(w.lm_head, true);  // a tied head is its own Linear viewing the embedding
-  return Model(std::move(cfg), std::move(w));
+  const KvDtype kv = resolve_kv_dtype(opts.kv, w.matrices_bf16);
+  return Model(std::move(cfg), std::move(w), kv);
 }
 
 MatmulActivations matmul_activations_from_name(const std::string& name) {

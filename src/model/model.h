@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/memory_plan.h"
 #include "model/state.h"
 #include "model/weights.h"
 
@@ -55,16 +56,19 @@ MatmulActivations matmul_activations_from_name(const std::string& name);
 struct LoadOptions {
   WeightType weights = WeightType::Auto;
   MatmulActivations activations = MatmulActivations::Auto;
+  KvDtype kv = KvDtype::Auto;  // K/V cache of the states new_state() makes (memory_plan.h)
 };
 
 class Model {
  public:
   static Model load(const std::string& dir, LoadOptions opts = {});  // config.json + safetensors
-  Model(JambaConfig cfg, Weights w) : cfg_(std::move(cfg)), w_(std::move(w)) {}
+  Model(JambaConfig cfg, Weights w, KvDtype kv = KvDtype::F32)
+      : cfg_(std::move(cfg)), w_(std::move(w)), kv_(kv == KvDtype::BF16 ? kv : KvDtype::F32) {}
 
   const JambaConfig& config() const { return cfg_; }
   const Weights& weights() const { return w_; }
-  SequenceState new_state() const { return SequenceState::create(cfg_); }
+  SequenceState new_state() const { return SequenceState::create(cfg_, kv_ == KvDtype::BF16); }
+  KvDtype kv_dtype() const { return kv_; }  // resolved: F32 or BF16
 
   // Runs the batch; advances every item's state. Throws on bad token ids / shapes before
   // touching any state.
@@ -73,6 +77,7 @@ class Model {
  private:
   JambaConfig cfg_;
   Weights w_;
+  KvDtype kv_ = KvDtype::F32;
 };
 
 }  // namespace jamba

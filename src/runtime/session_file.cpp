@@ -53,6 +53,7 @@ void save_session(const std::string& path, const Model& model, const Session& s)
   if (!s.last_logits.empty())
     w.add_f32("last_logits", {int64_t(s.last_logits.size())}, s.last_logits.data());
   std::vector<float> kv;
+  std::vector<uint16_t> kv16;
   for (size_t il = 0; il < c.layers.size(); ++il) {
     const std::string p = "layers." + std::to_string(il) + ".";
     if (c.layers[il].mixer == MixerKind::Mamba) {
@@ -61,15 +62,24 @@ void save_session(const std::string& path, const Model& model, const Session& s)
       w.add_f32(p + "ssm", {c.d_inner(), c.mamba_d_state}, m.ssm.data());
     } else {
       const AttnLayerState& a = s.state.attn[il];
+      // As held: an f32 cache as F32, a bf16 one as BF16 (exact either way).
       for (int which = 0; which < 2; ++which) {
-        const std::vector<float>& src = which ? a.v : a.k;
+        const std::string name = p + (which ? "v" : "k");
+        if (a.bf16) {
+          kv16.resize(size_t(nkv * P * hd));
+          const std::vector<uint16_t>& src = which ? a.v16 : a.k16;
+          if (P > 0)
+            for (int64_t g = 0; g < nkv; ++g)
+              std::memcpy(kv16.data() + g * P * hd, src.data() + g * a.cap * hd,
+                          size_t(P * hd) * sizeof(uint16_t));
+          w.add(name, DType::BF16, {nkv, P, hd}, kv16.data());
+          continue;
+        }
         kv.resize(size_t(nkv * P * hd));
         // P = 0: both vectors may be empty (null data), which memcpy does not allow.
         if (P > 0)
-          for (int64_t g = 0; g < nkv; ++g)
-            std::memcpy(kv.data() + g * P * hd, src.data() + g * a.cap * hd,
-                        size_t(P * hd) * sizeof(float));
-        w.add_f32(p + (which ? "v" : "k"), {nkv, P, hd}, kv.data());
+          for (int64_t g = 0; g < nkv; ++g) a.read(which, g, P, hd, kv.data() + g * P * hd);
+        w.add_f32(name, {nkv, P, hd}, kv.data());
       }
     }
   }
@@ -113,12 +123,15 @@ Session load_session(const std::string& path, const Model& model) {
   // 1. Every tensor's presence, dtype and shape against the config, before anything is allocated
   //    from the file's sizes (a file could otherwise claim millions of tokens and make us reserve
   //    their KV cache before it turns out to hold no K/V at all).
-  auto expect = [&](const std::string& name, DType dt, std::vector<int64_t> shape)
-      -> const TensorInfo& {
+  // K/V may be F32 or BF16 (the cache type of the model that wrote it); the cache of this model
+  // takes either (bf16 -> f32 exact, f32 -> bf16 rounded once).
+  auto expect = [&](const std::string& name, DType dt, std::vector<int64_t> shape,
+                    bool or_bf16 = false) -> const TensorInfo& {
     const TensorInfo* t = f->find(name);
     if (!t)
       fail(path, ": tensor '", name, "' is missing (expected ", dtype_name(dt), shape_str(shape),
            ")");
+    if (or_bf16 && t->dtype == DType::BF16) dt = DType::BF16;
     if (t->dtype != dt || t->shape != shape)
       fail(path, ": tensor '", name, "': expected ", dtype_name(dt), shape_str(shape), ", got ",
            dtype_name(t->dtype), shape_str(t->shape));
@@ -148,8 +161,8 @@ Session load_session(const std::string& path, const Model& model) {
       lt[il] = {&expect(p + "conv", DType::F32, {Din, c.mamba_d_conv}),
                 &expect(p + "ssm", DType::F32, {Din, c.mamba_d_state})};
     } else {
-      lt[il] = {&expect(p + "k", DType::F32, {nkv, P, hd}),
-                &expect(p + "v", DType::F32, {nkv, P, hd})};
+      lt[il] = {&expect(p + "k", DType::F32, {nkv, P, hd}, true),
+                &expect(p + "v", DType::F32, {nkv, P, hd}, true)};
     }
   }
   // tokens, key_valid, [last_logits], two per layer
@@ -189,14 +202,11 @@ Session load_session(const std::string& path, const Model& model) {
     } else {
       AttnLayerState& a = s.state.attn[il];
       a.reserve(nkv, hd, std::max<int64_t>(P, 1), 0);
-      for (int which = 0; which < 2; ++which) {
-        const auto src = tensor_to_f32(which ? *lt[il].b : *lt[il].a);  // [nkv, P, hd]
-        std::vector<float>& dst = which ? a.v : a.k;                   // [nkv, cap, hd]
-        if (P > 0)  // src is empty (data() may be null) for a 0-token session
-          for (int64_t g = 0; g < nkv; ++g)
-            std::memcpy(dst.data() + g * a.cap * hd, src.data() + g * P * hd,
-                        size_t(P * hd) * sizeof(float));
-      }
+      const auto k = tensor_to_f32(*lt[il].a);  // [nkv, P, hd]
+      const auto v = tensor_to_f32(*lt[il].b);
+      if (P > 0)  // empty (data() may be null) for a 0-token session
+        for (int64_t g = 0; g < nkv; ++g)
+          a.write(g, 0, P, hd, k.data() + g * P * hd, v.data() + g * P * hd, hd);
     }
   }
   return s;

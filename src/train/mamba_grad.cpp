@@ -1,12 +1,14 @@
 // Mamba mixer: training forward and backward (spec §2.5, HF slow path semantics, fp32 state).
-// The backward of the selective scan is a reverse-time recurrence per channel: the forward
-// states h_t are recomputed per (channel, sequence) into a [T, N] buffer, so nothing of size
-// [M, Din, N] is ever stored.
+// The backward of the selective scan is a reverse-time recurrence per channel (the kernels of
+// kernels/scan_blocked.h): the forward states h_t are recomputed per (channel, sequence, time
+// block) into a [T, N] buffer, so nothing of size [M, Din, N] is ever stored.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/threads.h"
 #include "kernels/cpu/vec_math.h"
+#include "kernels/scan_blocked.h"
 #include "train/blocks_grad.h"
 
 namespace jamba {
@@ -102,82 +104,51 @@ void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, in
   std::vector<float> dyg(static_cast<size_t>(M * Din));
   linear_bwd(w.out_proj, c.yg.data(), Din, dout, s.D, M, dyg.data(), Din, false, G);
 
-  // 5. scan backward, parallel over channel blocks (each owns its A_log / D gradient rows);
-  // dB, dC are summed over channels: per-block partials [M, 2N], reduced below.
+  // 5. scan backward (kernels/scan_blocked.h) per sequence from a zero state: channel blocks in
+  // parallel (each owns its A / D gradient rows; dB, dC are summed over channels: per-block
+  // partials [M, 2N], reduced below), or, when there are too few channel blocks for the
+  // threads, each sequence time-blocked over all threads (cpu::scan_time_blocks).
   std::vector<float> dxz(static_cast<size_t>(M * 2 * Din));  // [M, 2Din] d(x pre-conv) | dz
   std::vector<float> dxc(static_cast<size_t>(M * Din));      // [M, Din]
-  std::vector<float> ddt(static_cast<size_t>(M * Din));      // [M, Din] d dt_pre
+  std::vector<float> ddt(static_cast<size_t>(M * Din));      // [M, Din] d dt, then d dt_pre
   const int64_t nblk = (Din + kChannelBlock - 1) / kChannelBlock;
-  std::vector<float> dbc_part(static_cast<size_t>(nblk * M * 2 * N), 0.0f);  // [nblk, M, 2N]
-  float* gAlog = G.acc(w.A_log.idx);  // [Din, N]
-  float* gD = G.acc(w.D.idx);         // [Din]
-  const float* Alog = w.A_log.w;
+  const int64_t nthr = num_threads();
+  const int64_t n_time = cpu::scan_time_blocks(cpu::ScanPass::kBackward, T, nblk, nthr);
+  const int64_t n_part = n_time > 1 ? 1 : nblk;
+  std::vector<float> dbc_part(static_cast<size_t>(n_part * M * 2 * N), 0.0f);  // [n_part, M, 2N]
+  std::vector<float> A(static_cast<size_t>(Din * N)), dA(static_cast<size_t>(Din * N), 0.0f);
+  for (int64_t i = 0; i < Din * N; ++i) A[size_t(i)] = -std::exp(w.A_log.w[i]);  // [Din, N]
+  float* gD = G.acc(w.D.idx);  // [Din]
+  auto args = [&](int64_t b, int64_t d0, int64_t d1, float* dbc) {
+    const int64_t r = b * T;
+    return ScanBackwardArgs{
+        .L = T, .Din = Din, .N = N, .d0 = d0, .d1 = d1,
+        .x = c.xc.data() + r * Din, .ldx = Din, .dt = c.dt.data() + r * Din, .lddt = Din,
+        .Bm = c.sbc.data() + r * S + R, .ldb = S, .Cm = c.sbc.data() + r * S + R + N, .ldc = S,
+        .z = c.xz.data() + r * 2 * Din + Din, .ldz = 2 * Din, .A = A.data(), .D = w.D.w,
+        .h0 = nullptr, .dy = dyg.data() + r * Din, .lddy = Din, .dhL = nullptr,
+        .dx = dxc.data() + r * Din, .lddx = Din, .ddt = ddt.data() + r * Din, .ldddt = Din,
+        .dz = dxz.data() + r * 2 * Din + Din, .lddz = 2 * Din, .dB = dbc + r * 2 * N,
+        .lddB = 2 * N, .dC = dbc + r * 2 * N + N, .lddC = 2 * N, .dA = dA.data(), .dD = gD};
+  };
+  if (n_time > 1) {
+    for (int64_t b = 0; b < B; ++b)
+      cpu::selective_scan_backward_blocked(args(b, 0, Din, dbc_part.data()), n_time);
+  } else {
 #pragma omp parallel for schedule(dynamic) if (M * Din * N > 65536)
-  for (int64_t blk = 0; blk < nblk; ++blk) {
-    float* dbc = dbc_part.data() + blk * M * 2 * N;
-    std::vector<float> H(static_cast<size_t>(T * N)), gh(static_cast<size_t>(N));  // [T, N], [N]
-    std::vector<float> Ea(static_cast<size_t>(T * N));  // [T, N] exp(dt_t A), kept from the recompute
-    std::vector<float> A(static_cast<size_t>(N));
-    std::vector<double> dA(static_cast<size_t>(N));
-    for (int64_t d = blk * kChannelBlock; d < std::min(Din, (blk + 1) * kChannelBlock); ++d) {
-      for (int64_t n = 0; n < N; ++n) A[size_t(n)] = -std::exp(Alog[d * N + n]);
-      std::fill(dA.begin(), dA.end(), 0.0);
-      double dDd = 0.0;
-      const float Dd = w.D.w[d];
-      for (int64_t b = 0; b < B; ++b) {
-        // Recompute the states h_t of this channel and sequence.
-        for (int64_t t = 0; t < T; ++t) {
-          const int64_t row = b * T + t;
-          const float dtv = c.dt[size_t(row * Din + d)], xv = c.xc[size_t(row * Din + d)];
-          const float* Bt = c.sbc.data() + row * S + R;
-          const float* Hp = t > 0 ? H.data() + (t - 1) * N : nullptr;
-          float* Ht = H.data() + t * N;
-          float* Et = Ea.data() + t * N;
-          for (int64_t n = 0; n < N; ++n) {
-            Et[n] = cpu::exp_fast(dtv * A[size_t(n)]);
-            Ht[n] = Et[n] * (Hp ? Hp[n] : 0.0f) + dtv * Bt[n] * xv;
-          }
-        }
-        std::fill(gh.begin(), gh.end(), 0.0f);  // d objective / d h_t through h_{t+1}
-        for (int64_t t = T - 1; t >= 0; --t) {
-          const int64_t row = b * T + t;
-          const float dtv = c.dt[size_t(row * Din + d)], xv = c.xc[size_t(row * Din + d)];
-          const float zv = c.xz[size_t(row * 2 * Din + Din + d)];
-          const float* Bt = c.sbc.data() + row * S + R;
-          const float* Ct = Bt + N;
-          const float* Ht = H.data() + t * N;
-          float y = 0.0f;
-          for (int64_t n = 0; n < N; ++n) y += Ht[n] * Ct[n];
-          y += xv * Dd;
-          const float g = dyg[size_t(row * Din + d)];
-          const float dy = g * silu(zv);
-          dxz[size_t(row * 2 * Din + Din + d)] = g * y * silu_grad(zv);
-          dDd += double(dy) * xv;
-          float dxv = dy * Dd, ddtv = 0.0f;
-          float* dBt = dbc + row * 2 * N;
-          float* dCt = dBt + N;
-          for (int64_t n = 0; n < N; ++n) {
-            const float ghn = gh[size_t(n)] + dy * Ct[n];  // d objective / d h_t
-            dCt[n] += dy * Ht[n];
-            const float a = Ea[size_t(t * N + n)];
-            const float hp = t > 0 ? H[size_t((t - 1) * N + n)] : 0.0f;
-            ddtv += ghn * (hp * a * A[size_t(n)] + Bt[n] * xv);
-            dA[size_t(n)] += double(ghn) * hp * a * dtv;
-            dBt[n] += ghn * dtv * xv;
-            dxv += ghn * dtv * Bt[n];
-            gh[size_t(n)] = ghn * a;
-          }
-          ddt[size_t(row * Din + d)] = ddtv * softplus_grad(c.dt_pre[size_t(row * Din + d)]);
-          dxc[size_t(row * Din + d)] = dxv;
-        }
-      }
-      for (int64_t n = 0; n < N; ++n) gAlog[d * N + n] += float(dA[size_t(n)]) * A[size_t(n)];
-      gD[d] += float(dDd);
-    }
+    for (int64_t blk = 0; blk < nblk; ++blk)
+      for (int64_t b = 0; b < B; ++b)
+        cpu::selective_scan_backward(args(b, blk * kChannelBlock,
+                                          std::min(Din, (blk + 1) * kChannelBlock),
+                                          dbc_part.data() + blk * M * 2 * N));
   }
+  float* gAlog = G.acc(w.A_log.idx);  // [Din, N]: d / d A_log = dA * A
+  for (int64_t i = 0; i < Din * N; ++i) gAlog[i] += dA[size_t(i)] * A[size_t(i)];
+#pragma omp parallel for schedule(static) if (M * Din > 65536)
+  for (int64_t i = 0; i < M * Din; ++i) ddt[size_t(i)] *= softplus_grad(c.dt_pre[size_t(i)]);
   // dsbc [M, S]: normed dt from dt_proj, B and C from the scan.
   std::vector<float> dsbc(static_cast<size_t>(M * S), 0.0f);
-  for (int64_t blk = 0; blk < nblk; ++blk)
+  for (int64_t blk = 0; blk < n_part; ++blk)
     for (int64_t m = 0; m < M; ++m)
       for (int64_t i = 0; i < 2 * N; ++i)
         dsbc[size_t(m * S + R + i)] += dbc_part[size_t((blk * M + m) * 2 * N + i)];

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "core/dtype.h"
+#include "kernels/cpu/dnnl_matmul.h"
 #include "kernels/cpu/vec_math.h"
 #include "kernels/kernels.h"
 
@@ -57,19 +59,138 @@ void rmsnorm(const RmsNormArgs& a) {
 
 namespace {
 constexpr int64_t kQTile = 16;   // queries per tile (per head)
-constexpr int64_t kKTile = 128;  // keys per tile
+constexpr int64_t kKTile = 256;  // keys per tile
 
 // One query row of a score tile s[j - j0], keys [j0, j1): keys at or past jmax (causal) or
-// invalid get -inf; returns the max of the rest (-inf if none).
-float mask_scores(float* s, int64_t j0, int64_t j1, int64_t jmax, const uint8_t* key_valid) {
+// invalid get -inf; returns the max of the rest (-inf if none). all_valid: every key of the
+// tile is valid (then a tile below the causal edge is a plain vectorised max).
+float mask_scores(float* s, int64_t j0, int64_t j1, int64_t jmax, const uint8_t* key_valid,
+                  bool all_valid) {
   float m = -INFINITY;
+  if (all_valid && j1 <= jmax) {
+    const int64_t n = j1 - j0;
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+    return m;
+  }
   for (int64_t j = j0; j < j1; ++j) {
     if (j < jmax && (!key_valid || key_valid[j])) m = std::max(m, s[j - j0]);
     else s[j - j0] = -INFINITY;
   }
   return m;
 }
+
+bool tile_all_valid(const uint8_t* key_valid, int64_t j0, int64_t j1) {
+  if (!key_valid) return true;
+  for (int64_t j = j0; j < j1; ++j)
+    if (!key_valid[j]) return false;
+  return true;
+}
+
+// n bf16 values -> f32 (exact: a bf16 is the high half of an f32).
+void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = uint32_t(src[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    dst[i] = f;
+  }
+}
+
+// Rows [j0, j1) of kv head g's K or V as f32: the f32 cache in place, or the bf16 cache widened
+// into buf (nk * hd floats).
+const float* kv_rows(const float* f32, const uint16_t* b16, const AttentionArgs& a, int64_t g,
+                     int64_t j0, int64_t j1, float* buf) {
+  const int64_t off = g * a.kv_head_stride + j0 * a.hd;
+  if (!b16) return f32 + off;
+  widen_bf16(b16 + off, buf, (j1 - j0) * a.hd);
+  return buf;
+}
+
+// No allowed key (fully-masked left-padding row): the uniform average of all T values (the
+// reference's additive finfo.min mask; see kernels.h).
+void uniform_average(const AttentionArgs& a, int64_t g, float* o) {
+  std::fill(o, o + a.hd, 0.0f);
+  std::vector<float> row(static_cast<size_t>(a.hd));
+  for (int64_t j = 0; j < a.T; ++j) {
+    const float* V = kv_rows(a.v, a.v16, a, g, j, j + 1, row.data());
+    for (int64_t e = 0; e < a.hd; ++e) o[e] += V[e];
+  }
+  for (int64_t e = 0; e < a.hd; ++e) o[e] /= float(a.T);
+}
 }  // namespace
+
+// One row's online-softmax step over a tile of scores sr[0, nk) (masked keys -inf) whose max is
+// tile_max (finite): the weights exp(s - m_new) replace the scores — or, with p16, go there
+// rounded to bf16 (nearest even) and the denominator sums the rounded values — and the running
+// max m, denominator l and accumulator row acc[0, hd) are rescaled to m_new.
+void online_softmax_step(float* sr, int64_t nk, float tile_max, float& m, float& l, float* acc,
+                         int64_t hd, uint16_t* p16 = nullptr) {
+  const float m_new = std::max(m, tile_max);
+  const float corr = exp_fast(m - m_new);  // 0 the first time (clamped)
+  float lsum = 0.0f;
+  if (p16) {
+#pragma omp simd reduction(+ : lsum)
+    for (int64_t j = 0; j < nk; ++j) {
+      const float pj = sr[j] == -INFINITY ? 0.0f : exp_fast(sr[j] - m_new);
+      uint32_t u;  // pj is finite and >= 0
+      std::memcpy(&u, &pj, 4);
+      u += 0x7fffu + ((u >> 16) & 1u);
+      p16[j] = uint16_t(u >> 16);
+      const uint32_t w = u & 0xffff0000u;
+      float pw;
+      std::memcpy(&pw, &w, 4);
+      lsum += pw;
+    }
+  } else {
+#pragma omp simd reduction(+ : lsum)
+    for (int64_t j = 0; j < nk; ++j) {
+      const float pj = sr[j] == -INFINITY ? 0.0f : exp_fast(sr[j] - m_new);
+      sr[j] = pj;
+      lsum += pj;
+    }
+  }
+  l = l * corr + lsum;
+  m = m_new;
+#pragma omp simd
+  for (int64_t e = 0; e < hd; ++e) acc[e] *= corr;
+}
+
+// Output rows of one (kv head g, query tile [i0, i1)): acc / l, or the uniform average for a
+// row that saw no allowed key.
+void write_tile_output(const AttentionArgs& a, int64_t g, int64_t i0, int64_t i1, const float* acc,
+                       const float* l) {
+  const int64_t G = a.nh / a.nkv, hd = a.hd;
+  for (int64_t i = i0; i < i1; ++i)
+    for (int64_t hh = 0; hh < G; ++hh) {
+      const int64_t r = (i - i0) * G + hh;
+      float* o = a.out + i * a.ldo + (g * G + hh) * hd;
+      if (l[r] > 0) {
+        const float inv = 1.0f / l[r];
+        for (int64_t e = 0; e < hd; ++e) o[e] = acc[r * hd + e] * inv;
+      } else {
+        uniform_average(a, g, o);
+      }
+    }
+}
+
+// C[M,N] (ldc) = A[M,K] (bf16, lda) @ W (bf16: [N,K] row stride ldw, or [K,N] if w_kn) (+ C if
+// accumulate), on the calling thread: oneDNN's bf16 matmul, or (without it) both operands
+// widened into the buffers and sgemm (the same exact products, f32 sums).
+void gemm16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* W,
+            int64_t ldw, bool w_kn, float* C, int64_t ldc, bool accumulate, std::vector<float>& abuf,
+            std::vector<float>& wbuf) {
+  if (detail::dnnl_matmul_bf16(M, N, K, A, lda, W, ldw, C, ldc, nullptr, accumulate, w_kn)) return;
+  abuf.resize(static_cast<size_t>(M * K));
+  wbuf.resize(static_cast<size_t>(N * K));
+  for (int64_t m = 0; m < M; ++m) widen_bf16(A + m * lda, abuf.data() + m * K, K);
+  const int64_t wr = w_kn ? K : N, wc = w_kn ? N : K;
+  for (int64_t r = 0; r < wr; ++r) widen_bf16(W + r * ldw, wbuf.data() + r * wc, wc);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, w_kn ? CblasNoTrans : CblasTrans, blasint(M), blasint(N),
+              blasint(K), 1.0f, abuf.data(), blasint(K), wbuf.data(), blasint(wc),
+              accumulate ? 1.0f : 0.0f, C, blasint(ldc));
+}
 
 // Decode-shaped attention (a few queries, a long cache): the keys are split into chunks, each
 // (kv head, chunk) task keeps its own online-softmax partial (m, l, acc) per query row and the
@@ -77,7 +198,10 @@ float mask_scores(float* s, int64_t j0, int64_t j1, int64_t jmax, const uint8_t*
 // are the Lq x G queries of its GQA group, which share the chunk's K/V: S = Q K^T and acc = P V
 // are two small sgemms, the exp vectorised over the chunk.
 void attention_split_keys(const AttentionArgs& a) {
-  constexpr int64_t kChunk = 256;
+  // bf16 dot products (AttentionArgs::bf16_dot on a bf16 cache): the chunk's K and V are read in
+  // place by oneDNN (bigger chunks: fewer calls); else 256-key chunks through sgemm.
+  const bool dot = a.bf16_dot && a.k16 && a.v16;
+  const int64_t kChunk = dot ? 1024 : 256;
   const int64_t G = a.nh / a.nkv, hd = a.hd, R = a.Lq * G;
   const int64_t kend = std::min(a.T, a.pos0 + a.Lq);
   const int64_t nc = (kend + kChunk - 1) / kChunk;
@@ -86,24 +210,56 @@ void attention_split_keys(const AttentionArgs& a) {
 #pragma omp parallel
   {
     std::vector<float> qg(static_cast<size_t>(R * hd)), S(static_cast<size_t>(R * kChunk)),
-        acc(static_cast<size_t>(R * hd));
+        acc(static_cast<size_t>(R * hd)), kbuf, vbuf, mrow(static_cast<size_t>(R)),
+        lrow(static_cast<size_t>(R));
+    std::vector<uint16_t> q16, p16;
+    if (dot) q16.resize(static_cast<size_t>(R * hd)), p16.resize(static_cast<size_t>(R * kChunk));
+    else if (a.k16) kbuf.resize(static_cast<size_t>(kChunk * hd)), vbuf.resize(kbuf.size());
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t g = 0; g < a.nkv; ++g)
       for (int64_t c = 0; c < nc; ++c) {
-        const float* K = a.k + g * a.kv_head_stride;
-        const float* V = a.v + g * a.kv_head_stride;
         const int64_t j0 = c * kChunk, j1 = std::min(kend, j0 + kChunk), nk = j1 - j0;
+        const bool all_valid = tile_all_valid(a.key_valid, j0, j1);
+        if (dot) {  // scores = (bf16(q) . k) * scale, weights rounded to bf16, f32 sums
+          for (int64_t r = 0; r < R; ++r) {
+            const float* q = a.q + (r / G) * a.ldq + (g * G + r % G) * hd;
+            for (int64_t e = 0; e < hd; ++e) q16[size_t(r * hd + e)] = f32_to_bf16(q[e]);
+          }
+          const uint16_t* K = a.k16 + g * a.kv_head_stride + j0 * hd;
+          const uint16_t* V = a.v16 + g * a.kv_head_stride + j0 * hd;
+          gemm16(R, nk, hd, q16.data(), hd, K, hd, false, S.data(), nk, false, kbuf, vbuf);
+          for (int64_t r = 0; r < R; ++r) {
+            float* sr = S.data() + r * nk;
+            uint16_t* pr = p16.data() + r * nk;
+#pragma omp simd
+            for (int64_t j = 0; j < nk; ++j) sr[j] *= a.scale;
+            float m = mask_scores(sr, j0, j1, std::min(j1, a.pos0 + r / G + 1), a.key_valid, all_valid);
+            float l = 0.0f;
+            if (m == -INFINITY) {
+              std::fill(pr, pr + nk, uint16_t(0));
+            } else {
+              float run_max = -INFINITY;  // one step from nothing: weights exp(s - m)
+              online_softmax_step(sr, nk, m, run_max, l, nullptr, 0, pr);
+            }
+            mrow[size_t(r)] = m;
+            lrow[size_t(r)] = l;
+          }
+          gemm16(R, hd, nk, p16.data(), nk, V, hd, true, acc.data(), hd, false, kbuf, vbuf);
+        } else {
+        const float* K = kv_rows(a.k, a.k16, a, g, j0, j1, kbuf.data());
+        const float* V = kv_rows(a.v, a.v16, a, g, j0, j1, vbuf.data());
         for (int64_t r = 0; r < R; ++r) {  // row r = query i, head g * G + hh
           const float* q = a.q + (r / G) * a.ldq + (g * G + r % G) * hd;
-          for (int64_t e = 0; e < hd; ++e) qg[size_t(r * hd + e)] = q[e] * a.scale;
+          for (int64_t e = 0; e < hd; ++e)
+            qg[size_t(r * hd + e)] = (a.bf16_dot ? bf16_to_f32(f32_to_bf16(q[e])) : q[e]) * a.scale;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(R), blasint(nk), blasint(hd),
-                    1.0f, qg.data(), blasint(hd), K + j0 * hd, blasint(hd), 0.0f, S.data(),
+                    1.0f, qg.data(), blasint(hd), K, blasint(hd), 0.0f, S.data(),
                     blasint(nk));
-        std::vector<float> mrow(static_cast<size_t>(R)), lrow(static_cast<size_t>(R));
         for (int64_t r = 0; r < R; ++r) {
           float* sr = S.data() + r * nk;
-          const float m = mask_scores(sr, j0, j1, std::min(j1, a.pos0 + r / G + 1), a.key_valid);
+          const float m =
+              mask_scores(sr, j0, j1, std::min(j1, a.pos0 + r / G + 1), a.key_valid, all_valid);
           float l = 0.0f;
           if (m != -INFINITY) {
 #pragma omp simd reduction(+ : l)
@@ -119,8 +275,9 @@ void attention_split_keys(const AttentionArgs& a) {
           lrow[size_t(r)] = l;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(R), blasint(hd), blasint(nk),
-                    1.0f, S.data(), blasint(nk), V + j0 * hd, blasint(hd), 0.0f, acc.data(),
+                    1.0f, S.data(), blasint(nk), V, blasint(hd), 0.0f, acc.data(),
                     blasint(hd));
+        }
         for (int64_t r = 0; r < R; ++r) {
           const int64_t i = r / G, h = g * G + r % G;
           float* pr = part.data() + ((h * a.Lq + i) * nc + c) * stride;
@@ -137,11 +294,8 @@ void attention_split_keys(const AttentionArgs& a) {
       for (int64_t c = 0; c < nc; ++c) M = std::max(M, base[c * stride]);
       float* o = a.out + i * a.ldo + h * hd;
       std::fill(o, o + hd, 0.0f);
-      if (M == -INFINITY) {  // no allowed key: uniform average over all T values (see kernels.h)
-        const float* V = a.v + (h / G) * a.kv_head_stride;
-        for (int64_t j = 0; j < a.T; ++j)
-          for (int64_t e = 0; e < hd; ++e) o[e] += V[j * hd + e];
-        for (int64_t e = 0; e < hd; ++e) o[e] /= float(a.T);
+      if (M == -INFINITY) {  // no allowed key
+        uniform_average(a, h / G, o);
         continue;
       }
       float L = 0.0f;
@@ -157,12 +311,73 @@ void attention_split_keys(const AttentionArgs& a) {
     }
 }
 
+// A bf16 model's attention (AttentionArgs::bf16_dot): flash-style like attention() below, with
+// the queries and the softmax weights rounded to bf16 so that S = Q K^T and acc += P V are bf16
+// matmuls on the cache in place. Larger key tiles than the f32 path: one oneDNN call has a fixed
+// cost, and R x 512 scores still fit in L2.
+void attention_bf16_dot(const AttentionArgs& a) {
+  constexpr int64_t kQ = 32, kK = 512;
+  const int64_t G = a.nh / a.nkv, hd = a.hd;
+  const int64_t n_qt = (a.Lq + kQ - 1) / kQ;
+  const bool par = a.Lq * a.T * a.nh * hd > 65536;
+#pragma omp parallel if (par)
+  {
+    const int64_t rows = kQ * G;
+    std::vector<float> acc(static_cast<size_t>(rows * hd)), m(static_cast<size_t>(rows)),
+        l(static_cast<size_t>(rows)), S(static_cast<size_t>(rows * kK)), abuf, wbuf;
+    std::vector<uint16_t> q16(static_cast<size_t>(rows * hd)), p16(static_cast<size_t>(rows * kK));
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t g = 0; g < a.nkv; ++g)
+      for (int64_t qt = 0; qt < n_qt; ++qt) {
+        const int64_t i0 = qt * kQ, i1 = std::min(a.Lq, i0 + kQ), R = (i1 - i0) * G;
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        std::fill(m.begin(), m.end(), -INFINITY);
+        std::fill(l.begin(), l.end(), 0.0f);
+        for (int64_t i = i0; i < i1; ++i)  // row r = (i - i0) * G + hh
+          for (int64_t hh = 0; hh < G; ++hh) {
+            const float* q = a.q + i * a.ldq + (g * G + hh) * hd;
+            uint16_t* dst = q16.data() + ((i - i0) * G + hh) * hd;
+            for (int64_t e = 0; e < hd; ++e) dst[e] = f32_to_bf16(q[e]);
+          }
+        const int64_t kend = std::min(a.T, a.pos0 + i1);
+        for (int64_t j0 = 0; j0 < kend; j0 += kK) {
+          const int64_t j1 = std::min(kend, j0 + kK), nk = j1 - j0;
+          const uint16_t* K = a.k16 + g * a.kv_head_stride + j0 * hd;
+          const uint16_t* V = a.v16 + g * a.kv_head_stride + j0 * hd;
+          const bool all_valid = tile_all_valid(a.key_valid, j0, j1);
+          gemm16(R, nk, hd, q16.data(), hd, K, hd, false, S.data(), nk, false, abuf, wbuf);
+          for (int64_t r = 0; r < R; ++r) {
+            const int64_t p = a.pos0 + i0 + r / G;
+            float* sr = S.data() + r * nk;
+            uint16_t* pr = p16.data() + r * nk;
+#pragma omp simd
+            for (int64_t j = 0; j < nk; ++j) sr[j] *= a.scale;
+            const float tile_max =
+                mask_scores(sr, j0, j1, std::min(j1, p + 1), a.key_valid, all_valid);
+            if (tile_max == -INFINITY) {  // nothing allowed in this tile: the row adds nothing
+              std::fill(pr, pr + nk, uint16_t(0));
+              continue;
+            }
+            online_softmax_step(sr, nk, tile_max, m[size_t(r)], l[size_t(r)], acc.data() + r * hd,
+                                hd, pr);
+          }
+          gemm16(R, hd, nk, p16.data(), nk, V, hd, true, acc.data(), hd, true, abuf, wbuf);
+        }
+        write_tile_output(a, g, i0, i1, acc.data(), l.data());
+      }
+  }
+}
+
 // Flash-style attention: for each (kv head, query tile) the K/V tile is shared by the G query
 // heads of the group; online softmax (running max m, denominator l, accumulator acc), no T x T
 // matrix.
 void attention(const AttentionArgs& a) {
   if (a.Lq <= 4 && a.T >= 256) {
     attention_split_keys(a);
+    return;
+  }
+  if (a.bf16_dot && a.k16 && a.v16) {
+    attention_bf16_dot(a);
     return;
   }
   const int64_t G = a.nh / a.nkv;
@@ -181,75 +396,50 @@ void attention(const AttentionArgs& a) {
     std::vector<float> m(static_cast<size_t>(rows));
     std::vector<float> l(static_cast<size_t>(rows));
     std::vector<float> qt_buf(static_cast<size_t>(rows * hd));
-    std::vector<float> S(static_cast<size_t>(rows * kKTile));
+    std::vector<float> S(static_cast<size_t>(rows * kKTile)), kbuf, vbuf;
+    if (a.k16) kbuf.resize(static_cast<size_t>(kKTile * hd)), vbuf.resize(kbuf.size());
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t g = 0; g < a.nkv; ++g)
       for (int64_t qt = 0; qt < n_qt; ++qt) {
         const int64_t i0 = qt * kQTile, i1 = std::min(a.Lq, i0 + kQTile);
         const int64_t R = (i1 - i0) * G;
-        const float* K = a.k + g * a.kv_head_stride;
-        const float* V = a.v + g * a.kv_head_stride;
         std::fill(acc.begin(), acc.end(), 0.0f);
         std::fill(m.begin(), m.end(), -INFINITY);
         std::fill(l.begin(), l.end(), 0.0f);
-        // Q rows of the tile, row r = (i - i0) * G + hh, pre-scaled.
+        // Q rows of the tile, row r = (i - i0) * G + hh, pre-scaled (bf16_dot without a bf16
+        // cache: the queries rounded, the rest f32).
         for (int64_t i = i0; i < i1; ++i)
           for (int64_t hh = 0; hh < G; ++hh) {
             const float* q = a.q + i * a.ldq + (g * G + hh) * hd;
             float* dst = qt_buf.data() + ((i - i0) * G + hh) * hd;
-            for (int64_t e = 0; e < hd; ++e) dst[e] = q[e] * a.scale;
+            for (int64_t e = 0; e < hd; ++e)
+              dst[e] = (a.bf16_dot ? bf16_to_f32(f32_to_bf16(q[e])) : q[e]) * a.scale;
           }
         const int64_t kend = std::min(a.T, a.pos0 + i1);  // keys beyond are masked for all rows
         for (int64_t j0 = 0; j0 < kend; j0 += kKTile) {
           const int64_t j1 = std::min(kend, j0 + kKTile), nk = j1 - j0;
+          const float* K = kv_rows(a.k, a.k16, a, g, j0, j1, kbuf.data());
+          const bool all_valid = tile_all_valid(a.key_valid, j0, j1);
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(R), blasint(nk), blasint(hd),
-                      1.0f, qt_buf.data(), blasint(hd), K + j0 * hd, blasint(hd), 0.0f, S.data(),
+                      1.0f, qt_buf.data(), blasint(hd), K, blasint(hd), 0.0f, S.data(),
                       blasint(nk));
           for (int64_t r = 0; r < R; ++r) {
             const int64_t p = a.pos0 + i0 + r / G;
             float* sr = S.data() + r * nk;
-            const float tile_max = mask_scores(sr, j0, j1, std::min(j1, p + 1), a.key_valid);
+            const float tile_max =
+                mask_scores(sr, j0, j1, std::min(j1, p + 1), a.key_valid, all_valid);
             if (tile_max == -INFINITY) {  // nothing allowed in this tile: the row adds nothing
               std::fill(sr, sr + nk, 0.0f);
               continue;
             }
-            const float m_new = std::max(m[size_t(r)], tile_max);
-            const float corr = exp_fast(m[size_t(r)] - m_new);  // 0 the first time (clamped)
-            float lsum = 0.0f;
-#pragma omp simd reduction(+ : lsum)
-            for (int64_t j = 0; j < nk; ++j) {
-              const float pj = sr[j] == -INFINITY ? 0.0f : exp_fast(sr[j] - m_new);
-              sr[j] = pj;
-              lsum += pj;
-            }
-            l[size_t(r)] = l[size_t(r)] * corr + lsum;
-            m[size_t(r)] = m_new;
-            float* ac = acc.data() + r * hd;
-#pragma omp simd
-            for (int64_t e = 0; e < hd; ++e) ac[e] *= corr;
+            online_softmax_step(sr, nk, tile_max, m[size_t(r)], l[size_t(r)], acc.data() + r * hd, hd);
           }
+          const float* V = kv_rows(a.v, a.v16, a, g, j0, j1, vbuf.data());
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(R), blasint(hd), blasint(nk),
-                      1.0f, S.data(), blasint(nk), V + j0 * hd, blasint(hd), 1.0f, acc.data(),
+                      1.0f, S.data(), blasint(nk), V, blasint(hd), 1.0f, acc.data(),
                       blasint(hd));
         }
-        for (int64_t i = i0; i < i1; ++i)
-          for (int64_t hh = 0; hh < G; ++hh) {
-            const int64_t h = g * G + hh;
-            const int64_t r = (i - i0) * G + hh;
-            float* o = a.out + i * a.ldo + h * hd;
-            if (l[size_t(r)] > 0) {
-              const float inv = 1.0f / l[size_t(r)];
-              const float* ac = acc.data() + r * hd;
-              for (int64_t e = 0; e < hd; ++e) o[e] = ac[e] * inv;
-            } else {
-              // No allowed key: uniform average over all T keys (reference behaviour for
-              // fully-masked left-padding rows).
-              std::fill(o, o + hd, 0.0f);
-              for (int64_t j = 0; j < a.T; ++j)
-                for (int64_t e = 0; e < hd; ++e) o[e] += V[j * hd + e];
-              for (int64_t e = 0; e < hd; ++e) o[e] /= float(a.T);
-            }
-          }
+        write_tile_output(a, g, i0, i1, acc.data(), l.data());
       }
   }
 }

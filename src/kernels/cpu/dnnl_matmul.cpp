@@ -19,9 +19,14 @@ namespace jamba::cpu::detail {
 #if defined(JAMBA_HAVE_DNNL)
 namespace {
 
-// (M, N, K, lda, ldw, ldc, accumulate, threads): oneDNN splits the work for the thread count
-// at creation, so a primitive made under 1 thread ran serially after a switch to 2.
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
+// (M, N, K, lda, ldw, ldc, accumulate, threads, w_kn): oneDNN splits the work for the thread
+// count at creation, so a primitive made under 1 thread ran serially after a switch to 2.
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int, bool>;
+
+// W as [K, N]: the [N, K] tensor transposed (strides 1, ldw), or a [K, N] tensor (ldw, 1).
+dnnl::memory::dims w_strides(int64_t ldw, bool w_kn) {
+  return w_kn ? dnnl::memory::dims{ldw, 1} : dnnl::memory::dims{1, ldw};
+}
 
 struct Prim {
   dnnl::matmul mm;
@@ -45,13 +50,13 @@ Prim primitive(Dnnl& d, const Key& key) {
   std::lock_guard<std::mutex> lock(d.mu);
   auto it = d.cache.find(key);
   if (it != d.cache.end()) return it->second;
-  const auto [M, N, K, lda, ldw, ldc, acc, threads] = key;
+  const auto [M, N, K, lda, ldw, ldc, acc, threads, w_kn] = key;
   (void)threads;
   using dt = dnnl::memory::data_type;
   // A: [M, K] row stride lda; W as [K, N] with strides (1, ldw) = the [N, K] tensor transposed;
   // C: [M, N] row stride ldc.
   const dnnl::memory::desc a_md({M, K}, dt::bf16, dnnl::memory::dims{lda, 1});
-  const dnnl::memory::desc w_md({K, N}, dt::bf16, dnnl::memory::dims{1, ldw});
+  const dnnl::memory::desc w_md({K, N}, dt::bf16, w_strides(ldw, w_kn));
   const dnnl::memory::desc c_md({M, N}, dt::f32, dnnl::memory::dims{ldc, 1});
   dnnl::primitive_attr attr;
   // Concurrent calls (MoE experts side by side) must not share the library's scratchpad: it is
@@ -72,13 +77,13 @@ Prim primitive(Dnnl& d, const Key& key) {
 
 bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
                       const uint16_t* W, int64_t ldw, float* C, int64_t ldc, const float* bias,
-                      bool accumulate) {
+                      bool accumulate, bool w_kn) {
   Dnnl& d = dnnl_state();
   Prim prim;
   try {
     // Inside a parallel region (nested regions are serial) the primitive runs on this thread.
     const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-    prim = primitive(d, {M, N, K, lda, ldw, ldc, accumulate || bias, threads});
+    prim = primitive(d, {M, N, K, lda, ldw, ldc, accumulate || bias, threads, w_kn});
   } catch (const dnnl::error&) {
     return false;  // no implementation for this shape / CPU: the caller's own path runs
   }
@@ -89,7 +94,7 @@ bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
     }
   using dt = dnnl::memory::data_type;
   dnnl::memory a({{M, K}, dt::bf16, dnnl::memory::dims{lda, 1}}, d.eng, const_cast<uint16_t*>(A));
-  dnnl::memory w({{K, N}, dt::bf16, dnnl::memory::dims{1, ldw}}, d.eng, const_cast<uint16_t*>(W));
+  dnnl::memory w({{K, N}, dt::bf16, w_strides(ldw, w_kn)}, d.eng, const_cast<uint16_t*>(W));
   dnnl::memory c({{M, N}, dt::f32, dnnl::memory::dims{ldc, 1}}, d.eng, C);
   // One stream per thread: callers may run GEMMs from several threads (MoE experts side by side).
   thread_local dnnl::stream strm(d.eng);
@@ -107,7 +112,7 @@ bool dnnl_available() { return true; }
 #else
 
 bool dnnl_matmul_bf16(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*,
-                      int64_t, float*, int64_t, const float*, bool) {
+                      int64_t, float*, int64_t, const float*, bool, bool) {
   return false;
 }
 

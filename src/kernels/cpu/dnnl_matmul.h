@@ -7,9 +7,11 @@ namespace jamba::cpu::detail {
 // C[M,N] (ldc, f32) = A[M,K] (lda, bf16) @ W[N,K]^T (ldw, bf16) (+ bias[N] if non-null)
 // (+ C if accumulate), W used in place in its row-major [N, K] layout. Runs on the OpenMP
 // threads. Returns false (and does nothing) when oneDNN is not built in or rejects the shape;
-// the caller then takes its own path.
+// the caller then takes its own path. w_kn: W is stored [K, N] (row stride ldw) instead, i.e.
+// C = A @ W (attention's P V with V in its cache layout).
 bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
-                      const uint16_t* W, int64_t ldw, float* C, int64_t ldc, const float* bias, bool accumulate);
+                      const uint16_t* W, int64_t ldw, float* C, int64_t ldc, const float* bias,
+                      bool accumulate, bool w_kn = false);
 
 bool dnnl_available();
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/dtype.h"
 #include "kernels/kernels.h"
 
 namespace jamba::ref {
@@ -36,8 +37,9 @@ void attention(const AttentionArgs& a) {
     const int64_t p = a.pos0 + i;
     for (int64_t h = 0; h < a.nh; ++h) {
       const float* q = a.q + i * a.ldq + h * a.hd;
-      const float* K = a.k + (h / group) * a.kv_head_stride;
-      const float* V = a.v + (h / group) * a.kv_head_stride;
+      const int64_t off = (h / group) * a.kv_head_stride;
+      auto K = [&](int64_t idx) { return a.k16 ? bf16_to_f32(a.k16[off + idx]) : a.k[off + idx]; };
+      auto V = [&](int64_t idx) { return a.v16 ? bf16_to_f32(a.v16[off + idx]) : a.v[off + idx]; };
       double mx = -INFINITY;
       bool any = false;
       for (int64_t j = 0; j < a.T; ++j) {
@@ -47,7 +49,8 @@ void attention(const AttentionArgs& a) {
           continue;
         }
         double d = 0;
-        for (int64_t e = 0; e < a.hd; ++e) d += double(q[e]) * K[j * a.hd + e];
+        for (int64_t e = 0; e < a.hd; ++e)
+          d += double(a.bf16_dot ? bf16_to_f32(f32_to_bf16(q[e])) : q[e]) * K(j * a.hd + e);
         s[size_t(j)] = d * a.scale;
         mx = std::max(mx, s[size_t(j)]);
         any = true;
@@ -57,7 +60,7 @@ void attention(const AttentionArgs& a) {
         double acc = 0, den = 0;
         for (int64_t j = 0; j < a.T; ++j) {
           const double w = any ? (std::isinf(s[size_t(j)]) ? 0.0 : std::exp(s[size_t(j)] - mx)) : 1.0;
-          acc += w * V[j * a.hd + e];
+          acc += w * V(j * a.hd + e);
           den += w;
         }
         o[e] = float(acc / den);
