@@ -60,10 +60,16 @@ int64_t status_kib(const char* field) {
 }
 }  // namespace
 
-int64_t peak_rss_bytes() { return status_kib("VmHWM") * 1024; }
-int64_t current_rss_bytes() { return status_kib("VmRSS") * 1024; }
+int64_t peak_rss_bytes() {
+  return status_kib("VmHWM") * 1024;
+}
+int64_t current_rss_bytes() {
+  return status_kib("VmRSS") * 1024;
+}
 
-void release_free_heap() { ::malloc_trim(0); }
+void release_free_heap() {
+  ::malloc_trim(0);
+}
 
 Stat stats(std::vector<double> v) {
   JAMBA_CHECK(!v.empty(), "[bench] no measurements");
@@ -88,9 +94,12 @@ int64_t parse_token_count(const std::string& text, const std::string& option, in
   int64_t mult = 1;
   if (i < text.size()) {
     const char u = char(std::tolower(static_cast<unsigned char>(text[i++])));
-    if (u == 'k') mult = 1024;
-    else if (u == 'm') mult = 1024 * 1024;
-    else bad("");
+    if (u == 'k')
+      mult = 1024;
+    else if (u == 'm')
+      mult = 1024 * 1024;
+    else
+      bad("");
     if (i != text.size()) bad("");
   }
   if (v == 0) bad(" (at least 1)");

@@ -69,7 +69,8 @@ extern "C" void on_explore_signal(int sig) {
 struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag)
-      : path(fs::temp_directory_path() / ("jamba-explore-" + tag + "-" + std::to_string(::getpid()))) {
+      : path(fs::temp_directory_path() /
+             ("jamba-explore-" + tag + "-" + std::to_string(::getpid()))) {
     fs::remove_all(path);
     fs::create_directories(path);
     if (path.string().size() < sizeof g_tmp_dir) {
@@ -180,8 +181,8 @@ void measure_speed(const Model& model, const ExploreOpts& o, const std::vector<i
   const JambaConfig& c = model.config();
   {  // warm-up: first-touch allocations, thread pool start, oneDNN primitive creation
     SequenceState warm = model.new_state();
-    bench::feed(model, warm, bench::synthetic_tokens(std::min<int64_t>(64, o.chunk), c.vocab_size, 9),
-                o.chunk);
+    bench::feed(model, warm,
+                bench::synthetic_tokens(std::min<int64_t>(64, o.chunk), c.vocab_size, 9), o.chunk);
     bench::decode(model, warm, 2);
   }
   const double min_cores = o.min_busy * double(num_threads());
@@ -234,7 +235,8 @@ void measure_speed(const Model& model, const ExploreOpts& o, const std::vector<i
 
 Runner add_explore(CLI::App& app) {
   auto o = std::make_shared<ExploreOpts>();
-  auto* preset = app.add_option("--preset", o->preset, "base shape: a preset (r3b, moe1b, mini, tiny)");
+  auto* preset =
+      app.add_option("--preset", o->preset, "base shape: a preset (r3b, moe1b, mini, tiny)");
   auto* config = app.add_option("--config", o->config, "base shape: a config.json");
   preset->excludes(config);
   app.add_option("--layouts", o->layouts,
@@ -255,7 +257,8 @@ Runner add_explore(CLI::App& app) {
   app.add_option("--kv-dtype", o->kv, kKvDtypeHelp)
       ->check(CLI::IsMember({"auto", "f32", "bf16"}))
       ->capture_default_str();
-  app.add_option("--threads,-t", o->threads, "threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads,-t", o->threads, "threads (0 = all cores)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--chunk", o->chunk, "prompt tokens per forward")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -277,12 +280,19 @@ Runner add_explore(CLI::App& app) {
                                "also train every layout on this corpus (one document per line) "
                                "and report held-out perplexity");
   app.add_option("--tokenizer", o->tokenizer, "--train: SentencePiece tokenizer.model");
-  app.add_option("--steps", o->steps, "--train: optimizer steps per layout")->check(CLI::PositiveNumber);
-  app.add_option("--batch", o->batch, "--train: sequences per step")->default_val(8)->check(CLI::PositiveNumber);
-  app.add_option("--seq", o->seq, "--train: tokens per sequence")->default_val(256)->check(CLI::PositiveNumber);
-  app.add_option("--holdout", o->holdout, "--train: fraction of the corpus held out")->default_val(0.02);
+  app.add_option("--steps", o->steps, "--train: optimizer steps per layout")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--batch", o->batch, "--train: sequences per step")
+      ->default_val(8)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--seq", o->seq, "--train: tokens per sequence")
+      ->default_val(256)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--holdout", o->holdout, "--train: fraction of the corpus held out")
+      ->default_val(0.02);
   app.add_option("--eval-windows", o->eval_windows, "--train: held-out windows evaluated")
-      ->default_val(64)->check(CLI::PositiveNumber);
+      ->default_val(64)
+      ->check(CLI::PositiveNumber);
   add_optimizer_options(app, o->adam, o->clip, o->schedule, "cosine", 0.1);
   return [o, train]() {
     if (o->preset.empty() == o->config.empty())
@@ -292,7 +302,8 @@ Runner add_explore(CLI::App& app) {
     if (do_train && o->steps <= 0) fail("[explore] --train needs --steps N (N >= 1)");
     set_num_threads(o->threads);
     const Progress progress;
-    const JambaConfig base = o->preset.empty() ? JambaConfig::from_file(o->config) : preset_config(o->preset);
+    const JambaConfig base =
+        o->preset.empty() ? JambaConfig::from_file(o->config) : preset_config(o->preset);
 
     // Everything the options say is checked before any work starts.
     ExploreReport rep;
@@ -345,7 +356,8 @@ Runner add_explore(CLI::App& app) {
     std::unique_ptr<TokenDataset> data;
     std::unique_ptr<Comm> comm;
     if (do_train) {
-      if (!fs::is_regular_file(o->tokenizer)) fail("[explore] tokenizer file not found: ", o->tokenizer);
+      if (!fs::is_regular_file(o->tokenizer))
+        fail("[explore] tokenizer file not found: ", o->tokenizer);
       tok = std::make_unique<Tokenizer>(Tokenizer::load(o->tokenizer));
       if (base.vocab_size < tok->vocab_size())
         fail("[explore] the base shape's vocab_size ", base.vocab_size,
@@ -364,8 +376,8 @@ Runner add_explore(CLI::App& app) {
       rep.eval_windows = std::min(o->eval_windows, data->heldout_windows());
       rep.train_tokens = o->steps * o->batch * o->seq;
       rep.corpus_tokens = data->total_tokens();
-      progress("corpus", data->total_tokens(), " tokens: ", data->train_windows(),
-               " training and ", data->heldout_windows(), " held-out windows of ", o->seq);
+      progress("corpus", data->total_tokens(), " tokens: ", data->train_windows(), " training and ",
+               data->heldout_windows(), " held-out windows of ", o->seq);
     }
     fs::create_directories(o->out);
 
@@ -377,6 +389,8 @@ Runner add_explore(CLI::App& app) {
       progress("machine", "load average ", rep.load_start,
                " on this machine: other work competes for the cores, speeds will be lower");
     TempDir tmp("run");
+    // Speed and memory of every layout first, then the training: the measurements run back to
+    // back, and no trainer's freed memory is still resident during them.
     for (size_t il = 0; il < rep.layouts.size(); ++il) {
       ExploreLayoutResult& res = rep.layouts[il];
       const std::string& name = res.layout.name;
@@ -386,7 +400,10 @@ Runner add_explore(CLI::App& app) {
                " attention + ", int64_t(res.cfg.layers.size()) - n_attn, " Mamba layers, ",
                f2(double(res.params) / 1e6), "M parameters");
       const fs::path dir = tmp.path / file_tag(name);
-      init_checkpoint(res.cfg, dir.string(), o->seed, wt == WeightType::F32 ? DType::F32 : DType::BF16);
+      init_checkpoint(res.cfg, dir.string(), o->seed,
+                      wt == WeightType::F32 ? DType::F32 : DType::BF16);
+      bench::release_free_heap();
+      res.rss_before_load = bench::current_rss_bytes();
       {
         const Model model = Model::load(dir.string(), {.weights = wt, .kv = kv_req});
         // The weights are in memory now (read, or mapped: an unlinked file stays mapped).
@@ -396,32 +413,36 @@ Runner add_explore(CLI::App& app) {
                  kv_dtype_name(model.kv_dtype()), ")");
         measure_speed(model, *o, rep.contexts, plan_opts, res, progress);
       }
-      if (do_train) {
-        TrainOptions t;
-        t.out_dir = (tmp.path / ("train-" + file_tag(name))).string();
-        t.steps = o->steps;
-        t.batch = o->batch;
-        t.adam = o->adam;
-        t.clip = o->clip;
-        t.schedule = o->schedule;
-        t.schedule.total_steps = o->steps;
-        t.seed = o->seed;
-        t.log_every = std::max<int64_t>(1, o->steps / 10);
-        t.eval_every = 0;
-        t.eval_windows = o->eval_windows;
-        t.keep = 1;
-        t.tokenizer_path = o->tokenizer;
-        progress(name, "training ", o->steps, " steps of ", o->batch, " x ", o->seq, " tokens");
-        Trainer trainer(ParamStore::random(res.cfg, o->seed, res.cfg.initializer_range), *data, t, *comm);
-        const TrainResult tr = trainer.run(nullptr);
-        fs::remove_all(t.out_dir);
-        res.trained = true;
-        res.heldout_loss = tr.last_eval;
-        res.train_seconds = tr.seconds;
-        res.train_tokens_per_s = tr.tokens_per_s;
-        progress(name, "trained: held-out loss ", f2(tr.last_eval), ", perplexity ",
-                 f2(std::exp(double(tr.last_eval))), " (", f2(tr.seconds), " s)");
-      }
+    }
+    for (size_t il = 0; il < rep.layouts.size() && do_train; ++il) {
+      ExploreLayoutResult& res = rep.layouts[il];
+      const std::string& name = res.layout.name;
+      TrainOptions t;
+      t.out_dir = (tmp.path / ("train-" + file_tag(name))).string();
+      t.steps = o->steps;
+      t.batch = o->batch;
+      t.adam = o->adam;
+      t.clip = o->clip;
+      t.schedule = o->schedule;
+      t.schedule.total_steps = o->steps;
+      t.seed = o->seed;
+      t.log_every = std::max<int64_t>(1, o->steps / 10);
+      t.eval_every = 0;
+      t.eval_windows = o->eval_windows;
+      t.keep = 1;
+      t.tokenizer_path = o->tokenizer;
+      progress(name, "training ", o->steps, " steps of ", o->batch, " x ", o->seq, " tokens (",
+               il + 1, "/", rep.layouts.size(), ")");
+      Trainer trainer(ParamStore::random(res.cfg, o->seed, res.cfg.initializer_range), *data, t,
+                      *comm);
+      const TrainResult tr = trainer.run(nullptr);
+      fs::remove_all(t.out_dir);
+      res.trained = true;
+      res.heldout_loss = tr.last_eval;
+      res.train_seconds = tr.seconds;
+      res.train_tokens_per_s = tr.tokens_per_s;
+      progress(name, "trained: held-out loss ", f2(tr.last_eval), ", perplexity ",
+               f2(std::exp(double(tr.last_eval))), " (", f2(tr.seconds), " s)");
     }
     rep.load_end = bench::load_average();
     rep.load_lo = std::min(progress.load_lo, rep.load_end);
@@ -436,8 +457,8 @@ Runner add_explore(CLI::App& app) {
     write_file_atomic((out / "memory.svg").string(), memory_svg(rep));
     if (rep.train) write_file_atomic((out / "perplexity.svg").string(), perplexity_svg(rep));
     std::printf("%s", explore_table(rep).c_str());
-    progress("done", "wrote ", (out / "explore.md").string(), ", explore.json, throughput.svg, memory.svg",
-             rep.train ? ", perplexity.svg" : "");
+    progress("done", "wrote ", (out / "explore.md").string(),
+             ", explore.json, throughput.svg, memory.svg", rep.train ? ", perplexity.svg" : "");
     return 0;
   };
 }

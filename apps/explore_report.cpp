@@ -15,9 +15,15 @@ std::string fmt(const char* f, double v) {
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
 }
-std::string tps(double v) { return fmt(v >= 1000 ? "%.0f" : v >= 100 ? "%.1f" : "%.2f", v); }
-std::string ctx_label(int64_t n) { return binary_count_label(double(n)); }
-std::string mib(double bytes) { return fmt("%.1f MiB", bytes / (1024.0 * 1024.0)); }
+std::string tps(double v) {
+  return fmt(v >= 1000 ? "%.0f" : v >= 100 ? "%.1f" : "%.2f", v);
+}
+std::string ctx_label(int64_t n) {
+  return binary_count_label(double(n));
+}
+std::string mib(double bytes) {
+  return fmt("%.1f MiB", bytes / (1024.0 * 1024.0));
+}
 std::string params_label(int64_t n) {
   return n >= 1000000 ? fmt("%.2fM", double(n) / 1e6) : fmt("%.1fK", double(n) / 1e3);
 }
@@ -25,7 +31,9 @@ std::string layers_label(const ExploreLayoutResult& l) {
   const int64_t a = l.cfg.n_attention_layers();
   return std::to_string(a) + " / " + std::to_string(int64_t(l.cfg.layers.size()) - a);
 }
-double ppl(const ExploreLayoutResult& l) { return std::exp(l.heldout_loss); }
+double ppl(const ExploreLayoutResult& l) {
+  return std::exp(l.heldout_loss);
+}
 // Appends " v |" (appending piecewise: GCC 12 reports `" " + std::string` as a -Wrestrict
 // false positive).
 void cell(std::string& s, const std::string& v) {
@@ -66,11 +74,11 @@ std::string explore_markdown(const ExploreReport& r) {
   std::string s = "# jamba explore: attention:Mamba layouts of " + r.base + "\n\n";
   s += "```\n" + r.command + "\n```\n\n";
   s += "Machine: " + r.cpu + ", " + std::to_string(r.threads) + " threads. Load average (1 min) " +
-       fmt("%.2f", r.load_start) + " at the start, " + fmt("%.2f", r.load_end) +
-       " at the end, " + fmt("%.2f", r.load_lo) + "–" + fmt("%.2f", r.load_hi) +
-       " over the steps. The run took " + fmt("%.0f", r.seconds) + " s and " +
-       fmt("%.0f", r.cpu_seconds) + " CPU seconds (" + fmt("%.2f", r.cpu_seconds / r.seconds) +
-       " cores busy on average of the " + std::to_string(r.threads) +
+       fmt("%.2f", r.load_start) + " at the start, " + fmt("%.2f", r.load_end) + " at the end, " +
+       fmt("%.2f", r.load_lo) + "–" + fmt("%.2f", r.load_hi) + " over the steps. The run took " +
+       fmt("%.0f", r.seconds) + " s and " + fmt("%.0f", r.cpu_seconds) + " CPU seconds (" +
+       fmt("%.2f", r.cpu_seconds / r.seconds) + " cores busy on average of the " +
+       std::to_string(r.threads) +
        " threads: lower means other work took the cores, or single-threaded parts).\n\n";
   s += "Base shape: hidden " + std::to_string(b.hidden_size) + ", " +
        std::to_string(b.num_hidden_layers) + " layers, " + std::to_string(b.num_attention_heads) +
@@ -82,7 +90,8 @@ std::string explore_markdown(const ExploreReport& r) {
                                 std::to_string(b.expert_layer_period) + " layers, "
                           : std::string()) +
        "intermediate " + std::to_string(b.intermediate_size) + ", vocab " +
-       std::to_string(b.vocab_size) + ". Each layout keeps this width, depth and FFN schedule and "
+       std::to_string(b.vocab_size) +
+       ". Each layout keeps this width, depth and FFN schedule and "
        "changes attn_layer_period / attn_layer_offset only (1:m = period m+1, offset (m+1)/2; "
        "all-attention = period 1; all-mamba = period L+1, offset L).\n\n";
   s += "Weights: random (`jamba init` initialisation), held in " + r.weights +
@@ -90,8 +99,11 @@ std::string explore_markdown(const ExploreReport& r) {
        "; memory columns planned with a " + kv_dtype_name(r.kv_plan) + " K/V cache.\n\n";
   s += "## Results\n\n" + explore_table(r) + "\n";
   s += "* **prefill t/s**: a fresh sequence is fed a synthetic prompt of that many tokens in "
-       "forwards of " + std::to_string(r.chunk) + " tokens; tokens/s over the whole prompt "
-       "(context ÷ total seconds), median of " + std::to_string(r.reps) + " run(s).\n";
+       "forwards of " +
+       std::to_string(r.chunk) +
+       " tokens; tokens/s over the whole prompt "
+       "(context ÷ total seconds), median of " +
+       std::to_string(r.reps) + " run(s).\n";
   s += "* **decode t/s**: " + std::to_string(r.decode_tokens) +
        " single-token forwards (with the LM head) right after that prefill, on the same state.\n";
   s += "* **memory**: `plan_memory` (src/model/memory_plan.h) for one sequence holding that "
@@ -99,11 +111,13 @@ std::string explore_markdown(const ExploreReport& r) {
        std::to_string(r.chunk) + "-token forward.\n";
   s += "* **peak RSS**: the process's high-water mark (VmHWM) during that prefill, after the "
        "heap's free memory was returned and the mark reset; it includes the process itself (" +
-       mib(double(r.baseline_rss)) + " resident before any model was loaded). ÷ plan: against "
+       mib(double(r.baseline_rss)) +
+       " resident before any model was loaded). ÷ plan: against "
        "the plan at that context with the run's K/V dtype.\n";
   if (r.train)
     s += "* **held-out ppl**: exp(mean cross-entropy) over the same " +
-         std::to_string(r.eval_windows) + " held-out windows for every layout after training "
+         std::to_string(r.eval_windows) +
+         " held-out windows for every layout after training "
          "(below).\n";
   if (!r.memory_contexts.empty() && !r.layouts.empty()) {
     const size_t last = r.memory_contexts.size() - 1;
@@ -120,25 +134,31 @@ std::string explore_markdown(const ExploreReport& r) {
            " | " + fmt("%.3f", double(m.total_bytes) / double(aa.total_bytes)) + " |\n";
     }
     s += "\nAll-attention at this shape (plan_memory of `all_attention_variant`): " +
-         human_bytes(double(aa.total_bytes)) + ", of which K/V " + human_bytes(double(aa.kv_bytes)) +
-         ".\n";
+         human_bytes(double(aa.total_bytes)) + ", of which K/V " +
+         human_bytes(double(aa.kv_bytes)) + ".\n";
   }
   if (!r.contexts.empty()) {
     s += "\n## Planned memory vs measured peak RSS\n\n";
-    s += "| layout | context | plan total | peak RSS | RSS ÷ plan | (RSS − baseline) ÷ plan | "
-         "state held | state planned (K/V + Mamba) |\n|---|---|---|---|---|---|---|---|\n";
+    s += "| layout | context | plan total | peak RSS | RSS ÷ plan | RSS before load | (RSS − "
+         "before load) ÷ plan | state held | state planned (K/V + Mamba) |\n"
+         "|---|---|---|---|---|---|---|---|---|\n";
     for (const ExploreLayoutResult& l : r.layouts)
       for (const ExploreContextRun& c : l.runs)
         s += "| " + l.layout.name + " | " + ctx_label(c.context) + " | " +
              mib(double(c.plan.total_bytes)) + " | " + mib(double(c.peak_rss)) + " | " +
              fmt("%.2f", double(c.peak_rss) / double(c.plan.total_bytes)) + " | " +
-             fmt("%.2f", double(c.peak_rss - r.baseline_rss) / double(c.plan.total_bytes)) +
+             mib(double(l.rss_before_load)) + " | " +
+             fmt("%.2f", double(c.peak_rss - l.rss_before_load) / double(c.plan.total_bytes)) +
              " | " + human_bytes(double(c.state_bytes)) + " | " +
              human_bytes(double(c.plan.kv_bytes + c.plan.state_bytes)) + " |\n";
-    s += "\nbaseline: " + mib(double(r.baseline_rss)) + " resident before any model was loaded "
-         "(binary, libraries" + std::string(r.train ? ", the tokenized corpus" : "") +
-         "). \"state held\" is `SequenceState::bytes()` after the prefill (the K/V cache's "
-         "capacity, which grows in steps, plus the Mamba state and one mask byte per position).\n";
+    s += "\n" + mib(double(r.baseline_rss)) +
+         " were resident before the first model was loaded "
+         "(binary, libraries" +
+         std::string(r.train ? ", the tokenized corpus" : "") +
+         "); \"RSS before load\": resident just before this layout's model was loaded (after "
+         "the previous one was freed). \"state held\" is `SequenceState::bytes()` after the "
+         "prefill (the K/V cache's capacity, which grows in steps, plus the Mamba state and one "
+         "mask byte per position).\n";
   }
   if (!r.contexts.empty()) {
     s += "\n## Runs\n\n";
@@ -149,17 +169,23 @@ std::string explore_markdown(const ExploreReport& r) {
         s += "| " + l.layout.name + " | " + ctx_label(c.context) + " | " +
              fmt("%.2f", c.prefill_seconds) + " | " + tps(c.prefill_tps) + " (" +
              tps(c.prefill_lo) + "–" + tps(c.prefill_hi) + ") | " + fmt("%.2f", c.prefill_cores) +
-             " | " + tps(c.decode_tps) + " (" + tps(c.decode_lo) + "–" + tps(c.decode_hi) +
-             ") | " + fmt("%.2f", c.decode_cores) + " | " + std::to_string(c.repeats) + " |\n";
-    s += "\n" + std::to_string(r.reps) + " run(s) per context; \"prefill s\" is the first. "
+             " | " + tps(c.decode_tps) + " (" + tps(c.decode_lo) + "–" + tps(c.decode_hi) + ") | " +
+             fmt("%.2f", c.decode_cores) + " | " + std::to_string(c.repeats) + " |\n";
+    s += "\n" + std::to_string(r.reps) +
+         " run(s) per context; \"prefill s\" is the first. "
          "\"cores busy\": this process's CPU seconds ÷ wall seconds during the prefill / the "
-         "decode, the lowest over the runs, of " + std::to_string(r.threads) + " threads: well "
-         "below that, other work had the cores (or the step was mostly single-threaded; the kernel's "
+         "decode, the lowest over the runs, of " +
+         std::to_string(r.threads) +
+         " threads: well "
+         "below that, other work had the cores (or the step was mostly single-threaded; the "
+         "kernel's "
          "CPU accounting is coarse for steps of a few milliseconds). " +
          (r.min_busy > 0 ? "\"repeated\": runs measured again because they used fewer than " +
                                fmt("%.2f", r.min_busy * r.threads) + " cores (`--min-busy " +
-                               fmt("%g", r.min_busy) + "`, after a pause of 10–60 s, at most 5 repeats per run)."
-                         : std::string("No run was repeated (`--min-busy` off).")) + "\n";
+                               fmt("%g", r.min_busy) +
+                               "`, after a pause of 10–60 s, at most 5 repeats per run)."
+                         : std::string("No run was repeated (`--min-busy` off).")) +
+         "\n";
   }
   if (r.train) {
     s += "\n## Training (same budget for every layout)\n\n";
@@ -169,8 +195,9 @@ std::string explore_markdown(const ExploreReport& r) {
          " tokens per layout), lr " + fmt("%g", r.lr) + ", seed " + std::to_string(r.seed) +
          " (weights and data order), float32. Held-out: the corpus's tail, the first " +
          std::to_string(r.eval_windows) + " windows, the same for every layout.\n\n";
-    s += "| layout | params | held-out loss (nats/token) | perplexity | train tokens/s | seconds |\n"
-         "|---|---|---|---|---|---|\n";
+    s +=
+        "| layout | params | held-out loss (nats/token) | perplexity | train tokens/s | seconds |\n"
+        "|---|---|---|---|---|---|\n";
     for (const ExploreLayoutResult& l : r.layouts)
       if (l.trained)
         s += "| " + l.layout.name + " | " + params_label(l.params) + " | " +
@@ -211,9 +238,15 @@ std::string explore_json(const ExploreReport& r) {
   for (const MemoryPlan& m : r.all_attention_memory) aa.push_back(m.total_bytes);
   j["all_attention_memory_bytes"] = aa;
   if (r.train)
-    j["train"] = {{"corpus", r.corpus}, {"tokenizer", r.tokenizer}, {"steps", r.steps},
-                  {"batch", r.batch}, {"seq", r.seq}, {"lr", r.lr}, {"seed", r.seed},
-                  {"eval_windows", r.eval_windows}, {"corpus_tokens", r.corpus_tokens}};
+    j["train"] = {{"corpus", r.corpus},
+                  {"tokenizer", r.tokenizer},
+                  {"steps", r.steps},
+                  {"batch", r.batch},
+                  {"seq", r.seq},
+                  {"lr", r.lr},
+                  {"seed", r.seed},
+                  {"eval_windows", r.eval_windows},
+                  {"corpus_tokens", r.corpus_tokens}};
   json ls = json::array();
   for (const ExploreLayoutResult& l : r.layouts) {
     json o;
@@ -223,29 +256,42 @@ std::string explore_json(const ExploreReport& r) {
     o["n_attention"] = l.cfg.n_attention_layers();
     o["n_mamba"] = int64_t(l.cfg.layers.size()) - l.cfg.n_attention_layers();
     o["params"] = l.params;
+    o["rss_before_load_bytes"] = l.rss_before_load;
     json runs = json::array();
     for (const ExploreContextRun& c : l.runs)
-      runs.push_back({{"context", c.context}, {"prefill_tps", c.prefill_tps},
-                      {"prefill_tps_min", c.prefill_lo}, {"prefill_tps_max", c.prefill_hi},
-                      {"decode_tps", c.decode_tps}, {"decode_tps_min", c.decode_lo},
-                      {"decode_tps_max", c.decode_hi}, {"prefill_seconds", c.prefill_seconds},
-                      {"prefill_cores_busy", c.prefill_cores}, {"decode_cores_busy", c.decode_cores},
+      runs.push_back({{"context", c.context},
+                      {"prefill_tps", c.prefill_tps},
+                      {"prefill_tps_min", c.prefill_lo},
+                      {"prefill_tps_max", c.prefill_hi},
+                      {"decode_tps", c.decode_tps},
+                      {"decode_tps_min", c.decode_lo},
+                      {"decode_tps_max", c.decode_hi},
+                      {"prefill_seconds", c.prefill_seconds},
+                      {"prefill_cores_busy", c.prefill_cores},
+                      {"decode_cores_busy", c.decode_cores},
                       {"repeats", c.repeats},
                       {"peak_rss_bytes", c.peak_rss},
-                      {"state_bytes", c.state_bytes}, {"plan_total_bytes", c.plan.total_bytes},
-                      {"plan_kv_bytes", c.plan.kv_bytes}, {"plan_state_bytes", c.plan.state_bytes}});
+                      {"state_bytes", c.state_bytes},
+                      {"plan_total_bytes", c.plan.total_bytes},
+                      {"plan_kv_bytes", c.plan.kv_bytes},
+                      {"plan_state_bytes", c.plan.state_bytes}});
     o["runs"] = runs;
     json mem = json::array();
     for (size_t i = 0; i < l.memory.size(); ++i) {
       const MemoryPlan& m = l.memory[i];
-      mem.push_back({{"context", r.memory_contexts[i]}, {"weight_bytes", m.weight_bytes},
-                     {"kv_bytes", m.kv_bytes}, {"state_bytes", m.state_bytes},
-                     {"scratch_bytes", m.scratch_bytes}, {"total_bytes", m.total_bytes}});
+      mem.push_back({{"context", r.memory_contexts[i]},
+                     {"weight_bytes", m.weight_bytes},
+                     {"kv_bytes", m.kv_bytes},
+                     {"state_bytes", m.state_bytes},
+                     {"scratch_bytes", m.scratch_bytes},
+                     {"total_bytes", m.total_bytes}});
     }
     o["memory"] = mem;
     if (l.trained)
-      o["train"] = {{"heldout_loss", l.heldout_loss}, {"perplexity", ppl(l)},
-                    {"seconds", l.train_seconds}, {"tokens_per_s", l.train_tokens_per_s}};
+      o["train"] = {{"heldout_loss", l.heldout_loss},
+                    {"perplexity", ppl(l)},
+                    {"seconds", l.train_seconds},
+                    {"tokens_per_s", l.train_tokens_per_s}};
     ls.push_back(o);
   }
   j["layouts"] = ls;
@@ -261,10 +307,15 @@ std::vector<ChartTick> context_ticks(const std::vector<int64_t>& ctx) {
 }  // namespace
 
 std::string throughput_svg(const ExploreReport& r) {
-  LineChart pp{.title = "prefill (whole prompt)", .x_label = "context (tokens)",
-               .y_label = "tokens/s", .log_x = true, .x_ticks = context_ticks(r.contexts)};
+  LineChart pp{.title = "prefill (whole prompt)",
+               .x_label = "context (tokens)",
+               .y_label = "tokens/s",
+               .log_x = true,
+               .x_ticks = context_ticks(r.contexts)};
   LineChart tg{.title = "decode (" + std::to_string(r.decode_tokens) + " tokens after the context)",
-               .x_label = "context (tokens)", .y_label = "tokens/s", .log_x = true,
+               .x_label = "context (tokens)",
+               .y_label = "tokens/s",
+               .log_x = true,
                .x_ticks = context_ticks(r.contexts)};
   for (const ExploreLayoutResult& l : r.layouts) {
     ChartSeries a{.name = l.layout.name}, d{.name = l.layout.name};
@@ -282,7 +333,10 @@ std::string throughput_svg(const ExploreReport& r) {
 
 std::string memory_svg(const ExploreReport& r) {
   LineChart c{.title = "planned memory of one sequence vs context",
-              .x_label = "context (tokens)", .y_label = "MiB (log)", .log_x = true, .log_y = true,
+              .x_label = "context (tokens)",
+              .y_label = "MiB (log)",
+              .log_x = true,
+              .log_y = true,
               .x_ticks = context_ticks(r.memory_contexts)};
   for (const ExploreLayoutResult& l : r.layouts) {
     ChartSeries s{.name = l.layout.name};

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
       jamba::app::add_serve);
   reg("train", "train a model on a text corpus (checkpoints, resume, MPI data parallel)",
       jamba::app::add_train);
-  reg("explore", "attention:Mamba layouts of one shape: speed vs context, memory to 256K, perplexity",
+  reg("explore", "attention:Mamba layouts of one shape: speed, memory to 256K, perplexity",
       jamba::app::add_explore);
   try {
     app.parse(argc, argv);

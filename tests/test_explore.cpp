@@ -28,8 +28,8 @@ using testutil::expect_clean_error;
 using testutil::make_temp_dir;
 using testutil::q;
 using testutil::read_bytes;
-using testutil::RunResult;
 using testutil::run;
+using testutil::RunResult;
 
 // Layers il of cfg that are attention.
 std::vector<int64_t> attention_layers(const JambaConfig& cfg) {
@@ -106,10 +106,8 @@ TEST(ExploreLayout, SchedulesBuiltAsAsked) {
   };
   const Case cases[] = {
       {"1:7", 8, 4, {4}},  // Jamba's own layout
-      {"1:3", 4, 2, {2, 6}},
-      {"2:6", 4, 2, {2, 6}},
-      {"1:1", 2, 1, {1, 3, 5, 7}},
-      {"all-attention", 1, 0, {0, 1, 2, 3, 4, 5, 6, 7}},
+      {"1:3", 4, 2, {2, 6}},       {"2:6", 4, 2, {2, 6}},
+      {"1:1", 2, 1, {1, 3, 5, 7}}, {"all-attention", 1, 0, {0, 1, 2, 3, 4, 5, 6, 7}},
       {"all-mamba", 9, 8, {}},
   };
   for (const Case& c : cases) {
@@ -121,7 +119,8 @@ TEST(ExploreLayout, SchedulesBuiltAsAsked) {
     // Same width, depth and FFN schedule as the base.
     EXPECT_EQ(cfg.hidden_size, base.hidden_size);
     ASSERT_EQ(cfg.layers.size(), base.layers.size());
-    for (size_t il = 0; il < cfg.layers.size(); ++il) EXPECT_EQ(cfg.layers[il].ffn, base.layers[il].ffn);
+    for (size_t il = 0; il < cfg.layers.size(); ++il)
+      EXPECT_EQ(cfg.layers[il].ffn, base.layers[il].ffn);
     // What `jamba init` writes is what Model::load reads back: config.json round trip.
     JambaConfig back = JambaConfig::from_json_text(cfg.to_json_text(), c.layout);
     back.validate(c.layout);
@@ -129,14 +128,18 @@ TEST(ExploreLayout, SchedulesBuiltAsAsked) {
     EXPECT_EQ(attention_layers(back), c.attn) << c.layout;
   }
   // The 4-layer tiny preset: all-mamba is period 5 offset 4, accepted by validate().
-  const JambaConfig tiny = with_layer_layout(preset_config("tiny"), parse_layer_layout("all-mamba"));
+  const JambaConfig tiny =
+      with_layer_layout(preset_config("tiny"), parse_layer_layout("all-mamba"));
   EXPECT_EQ(tiny.attn_layer_period, 5);
   EXPECT_EQ(tiny.attn_layer_offset, 4);
   EXPECT_EQ(tiny.n_attention_layers(), 0);
 }
 
 TEST(ExploreChart, LogAxisOrderAndEscaping) {
-  LineChart c{.title = "a <b> & c", .x_label = "context", .y_label = "t/s", .log_x = true,
+  LineChart c{.title = "a <b> & c",
+              .x_label = "context",
+              .y_label = "t/s",
+              .log_x = true,
               .x_ticks = {{1024, "1K"}, {262144, "256K"}}};
   c.series.push_back({.name = "1:7", .points = {{1024, 10}, {4096, 20}, {262144, 5}}});
   c.series.push_back({.name = "x", .points = {{-1, 3}, {2048, std::nan("")}}});  // both skipped
@@ -176,18 +179,21 @@ void expect_positive_finite(const json& v, const std::string& what) {
 
 TEST(ExploreCli, TinyPresetEndToEnd) {
   const std::string out = make_temp_dir("explore") + "/out";
-  const RunResult r = run("explore --preset tiny --layouts all-mamba,1:1,all-attention "
-                          "--context 64,128 --memory-context 1k,256k --threads 2 --out " + q(out));
+  const RunResult r =
+      run("explore --preset tiny --layouts all-mamba,1:1,all-attention "
+          "--context 64,128 --memory-context 1k,256k --threads 2 --out " +
+          q(out));
   ASSERT_EQ(r.rc, 0) << describe(r);
   for (const char* f : {"explore.md", "explore.json", "throughput.svg", "memory.svg"})
     EXPECT_TRUE(fs::is_regular_file(fs::path(out) / f)) << f;
   EXPECT_FALSE(fs::exists(fs::path(out) / "perplexity.svg"));  // no --train
   // The table on stdout, and in explore.md.
   const std::string md = read_bytes(out + "/explore.md");
-  for (const std::string& s : {std::string("| layout | attn / Mamba layers | params |"),
-                               std::string("prefill t/s 64"), std::string("decode t/s 128"),
-                               std::string("memory 256K"), std::string("| all-mamba | 0 / 4 |"),
-                               std::string("| 1:1 | 2 / 2 |"), std::string("| all-attention | 4 / 0 |")}) {
+  for (const std::string& s :
+       {std::string("| layout | attn / Mamba layers | params |"), std::string("prefill t/s 64"),
+        std::string("decode t/s 128"), std::string("memory 256K"),
+        std::string("| all-mamba | 0 / 4 |"), std::string("| 1:1 | 2 / 2 |"),
+        std::string("| all-attention | 4 / 0 |")}) {
     EXPECT_TRUE(contains(r.out, s)) << s << "\n" << r.out;
     EXPECT_TRUE(contains(md, s)) << s;
   }
@@ -203,7 +209,8 @@ TEST(ExploreCli, TinyPresetEndToEnd) {
   }
   auto lines = [](const std::string& svg) {
     size_t n = 0;
-    for (size_t p = svg.find("<polyline"); p != std::string::npos; p = svg.find("<polyline", p + 1)) ++n;
+    for (size_t p = svg.find("<polyline"); p != std::string::npos; p = svg.find("<polyline", p + 1))
+      ++n;
     return n;
   };
   EXPECT_EQ(lines(read_bytes(out + "/throughput.svg")), 6u);  // prefill and decode, per layout
@@ -261,10 +268,11 @@ TEST(ExploreCli, TrainVariantReportsHeldOutPerplexity) {
   const std::string corpus = dir + "/corpus.txt";
   testutil::write_bytes(corpus, testutil::training_text());
   const std::string tok = std::string(JAMBA_SOURCE_DIR) + "/models/kjv/tokenizer.model";
-  const RunResult r = run("explore --preset tiny --layouts all-mamba,1:1 --context 64 "
-                          "--memory-context 1k --threads 2 --train " + q(corpus) + " --tokenizer " +
-                          q(tok) + " --steps 2 --batch 2 --seq 32 --eval-windows 2 --lr 1e-3 --out " +
-                          q(dir + "/out"));
+  const RunResult r =
+      run("explore --preset tiny --layouts all-mamba,1:1 --context 64 "
+          "--memory-context 1k --threads 2 --train " +
+          q(corpus) + " --tokenizer " + q(tok) +
+          " --steps 2 --batch 2 --seq 32 --eval-windows 2 --lr 1e-3 --out " + q(dir + "/out"));
   ASSERT_EQ(r.rc, 0) << describe(r);
   EXPECT_TRUE(fs::is_regular_file(dir + "/out/perplexity.svg"));
   EXPECT_TRUE(contains(r.out, "held-out ppl")) << r.out;

@@ -24,7 +24,7 @@ struct LineChart {
   bool log_x = false, log_y = false;
   std::vector<ChartTick> x_ticks;  // empty: chosen from the data (1-2-5 steps / decades)
   std::vector<ChartSeries> series;
-  std::string note;                // optional line of small text under the plot area
+  std::string note;  // optional line of small text under the plot area
 };
 
 // One chart of width x height pixels, a complete <svg> document.

@@ -37,7 +37,8 @@ LayerLayout parse_layer_layout(const std::string& text) {
   const int64_t a = colon == std::string::npos ? -1 : parse_count(text.substr(0, colon));
   const int64_t m = colon == std::string::npos ? -1 : parse_count(text.substr(colon + 1));
   if (a < 0 || m < 0)
-    fail("[layout] '", text, "': expected all-mamba, all-attention or a:m (attention:Mamba layers "
+    fail("[layout] '", text,
+         "': expected all-mamba, all-attention or a:m (attention:Mamba layers "
          "per period, non-negative integers, e.g. 1:7)");
   if (a == 0 && m == 0) fail("[layout] '", text, "': a period needs at least one layer (got 0:0)");
   const int64_t g = std::gcd(a, m);  // gcd(a, 0) = a: a:0 -> 1:0, 0:m -> 0:1

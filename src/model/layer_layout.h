@@ -34,7 +34,8 @@ AttnSchedule attn_schedule(const LayerLayout& l, int64_t n_layers);
 
 // `base` (same width, depth, heads, FFN/MoE schedule) with the layout's attention schedule,
 // validated and derived. Layers that do not fill a whole period follow HF's rule too, so the
-// counts of a ratio that does not divide the depth are those of the rule (config.n_attention_layers()).
+// counts of a ratio that does not divide the depth are those of the rule
+// (config.n_attention_layers()).
 JambaConfig with_layer_layout(const JambaConfig& base, const LayerLayout& l);
 
 }  // namespace jamba
