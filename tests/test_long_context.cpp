@@ -232,7 +232,9 @@ TEST(LongContext, ChunkedPrefillEqualsOnePrefillAt32K) {
     std::vector<BatchItem> step{{&ch, {&next, 1}, {}, LogitsMode::Last}};
     m.forward(step, &b);
     for (size_t il = 0; il < c.layers.size(); ++il)
-      if (c.layers[il].mixer == MixerKind::Attention) EXPECT_EQ(ch.attn[il].cap, n_tok + n_tok / 8);
+      if (c.layers[il].mixer == MixerKind::Attention) {
+        EXPECT_EQ(ch.attn[il].cap, n_tok + n_tok / 8);
+      }
   }
 }
 
