@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "apps/bench_train.h"
+#include "apps/bench_util.h"
 #include "apps/commands.h"
 #include "core/error.h"
 #include "core/threads.h"
@@ -30,8 +31,13 @@ namespace jamba::app {
 
 namespace {
 
-using clk = std::chrono::steady_clock;
-double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+using clk = bench::Clock;
+using bench::feed;
+using bench::reset_peak_rss;
+constexpr auto secs = bench::seconds;
+std::vector<int32_t> tokens(int64_t n, int64_t V, int64_t salt) { return bench::synthetic_tokens(n, V, salt); }
+double peak_rss_gib() { return double(bench::peak_rss_bytes()) / double(1 << 30); }
+double current_rss_gib() { return double(bench::current_rss_bytes()) / double(1 << 30); }
 
 struct BenchOpts {
   std::string model, preset = "moe1b", cache_dir, jsonl;
@@ -46,20 +52,6 @@ struct BenchOpts {
   bool train = false;  // --train: training throughput instead of inference
   int64_t train_batch = 8, train_seq = 256;
 };
-
-// Peak resident memory since the last reset (Linux: /proc/self/clear_refs "5" resets VmHWM).
-void reset_peak_rss() {
-  std::ofstream f("/proc/self/clear_refs");
-  if (f) f << "5";
-}
-double status_gib(const char* field) {  // a kB field of /proc/self/status, in GiB
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(field, 0) == 0) return std::stod(line.substr(std::strlen(field))) / (1024.0 * 1024.0);
-  return 0;
-}
-double peak_rss_gib() { return status_gib("VmHWM:"); }
 
 struct Stat {
   double median = 0, lo = 0, hi = 0;
@@ -110,23 +102,6 @@ Peaks measure_peaks(bool bf16 = false) {
   return p;
 }
 
-std::vector<int32_t> tokens(int64_t n, int64_t V, int64_t salt) {
-  std::vector<int32_t> t;
-  for (int64_t i = 0; i < n; ++i) t.push_back(int32_t(3 + (i * 7919 + salt * 104729) % (V - 3)));
-  return t;
-}
-
-// Feeds `toks` through `st` in chunks; returns seconds.
-double feed(const Model& m, SequenceState& st, const std::vector<int32_t>& toks, int64_t chunk) {
-  auto t0 = clk::now();
-  ForwardOutput out;
-  for (size_t i = 0; i < toks.size(); i += size_t(chunk)) {
-    const size_t n = std::min(toks.size() - i, size_t(chunk));
-    std::vector<BatchItem> items{{&st, {toks.data() + i, n}, {}, i + n == toks.size() ? LogitsMode::Last : LogitsMode::None}};
-    m.forward(items, &out);
-  }
-  return secs(t0, clk::now());
-}
 
 // A state at depth d without running the model: every attention layer's cache holds d rows of
 // random K/V (unit normal, as normed projections are), every Mamba state random; all keys valid.
@@ -316,7 +291,7 @@ Runner add_bench(CLI::App& app) {
                        {double(n) / s}, double(ms.flops_per_token) + attn_tok * double(b0 + n / 2), 0);
               std::fprintf(stderr, "  depth %lld / %lld filled, %.0f s, state %s, RSS %.3f GiB (peak %.3f)\n",
                            (long long)(b0 + n), (long long)d, secs(t0, clk::now()),
-                           human_bytes(double(ctx.bytes())).c_str(), status_gib("VmRSS:"), peak_rss_gib());
+                           human_bytes(double(ctx.bytes())).c_str(), current_rss_gib(), peak_rss_gib());
             }
             if (band >= d)
               report("fill d" + std::to_string(d), {double(d) / secs(t0, clk::now())},

@@ -10,11 +10,7 @@ namespace jamba::app {
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
+std::string fmt(const char* f, double v) { return format_number(f, v); }
 std::string tps(double v) {
   return fmt(v >= 1000 ? "%.0f" : v >= 100 ? "%.1f" : "%.2f", v);
 }

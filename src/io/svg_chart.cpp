@@ -6,18 +6,13 @@
 
 namespace jamba {
 
-namespace {
-
-std::string fmt(const char* f, double v) {
+std::string format_number(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
 }
-std::string px(double v) {
-  return fmt("%.1f", v);
-}
 
-std::string esc(const std::string& s) {
+std::string svg_escape(const std::string& s) {
   std::string o;
   for (char c : s) {
     if (c == '<')
@@ -33,6 +28,12 @@ std::string esc(const std::string& s) {
   }
   return o;
 }
+
+namespace {
+
+std::string fmt(const char* f, double v) { return format_number(f, v); }
+std::string px(double v) { return format_number("%.1f", v); }
+std::string esc(const std::string& s) { return svg_escape(s); }
 
 const char* const kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                 "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22"};

@@ -41,6 +41,10 @@ struct BarChart {
 };
 std::string bar_chart_svg(const BarChart& chart, double width = 640, double height = 400);
 
+// printf of one double ("%.1f", "%g", ...) as a string; text escaped for SVG/XML (< > & ").
+std::string format_number(const char* f, double v);
+std::string svg_escape(const std::string& s);
+
 // Tick labels of token counts and byte sizes in binary units: 1024 -> "1K", 262144 -> "256K".
 std::string binary_count_label(double v);
 

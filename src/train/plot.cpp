@@ -4,29 +4,15 @@
 #include <cstdio>
 #include <string>
 
+#include "io/svg_chart.h"
 #include "train/trainer.h"
 
 namespace jamba {
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-std::string xml_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else if (c == '"') o += "&quot;";
-    else o += c;
-  }
-  return o;
-}
+std::string fmt(const char* f, double v) { return format_number(f, v); }
+std::string xml_escape(const std::string& s) { return svg_escape(s); }
 
 // A "nice" tick step (1, 2 or 5 times a power of ten) giving about n ticks over span.
 double tick_step(double span, int n) {
