@@ -295,6 +295,14 @@ const AttentionCase kAttentionCases[] = {
     {3, 700, 8, 2, 32, 697, Mask::kRandom, 0, 2, 1, 4.0f},       // 3 queries, holes
     {1, 600, 2, 1, 8, 599, Mask::kAllMasked, 0, 0, 0, 1.0f},     // uniform average
     {4, 513, 6, 3, 17, 200, Mask::kNone, 0, 0, 0, 4.0f},         // keys past pos0 unused
+    // bf16_dot decode with R = Lq x group <= 8 rows streams K/V (hd 16/32/64/128 vectorised,
+    // others scalar); R = 9 goes back to oneDNN. Tails of the 64-key blocks and 1024-key chunks.
+    {1, 1100, 16, 4, 64, 1099, Mask::kNone, 0, 1, 2, 4.0f},      // moe1b shape, R 4
+    {1, 2085, 8, 1, 128, 2084, Mask::kRandom, 0, 0, 3, 4.0f},    // R 8 (the bound), hd 128
+    {2, 1500, 8, 2, 16, 1498, Mask::kLeftPad, 1030, 0, 0, 4.0f},  // 2 queries, chunk 0 padded
+    {4, 300, 4, 2, 32, 296, Mask::kNone, 0, 2, 0, 8.0f},         // 4 queries x group 2
+    {3, 1025, 6, 3, 48, 1022, Mask::kNone, 0, 0, 1, 4.0f},       // hd 48: scalar stream
+    {1, 777, 9, 1, 32, 776, Mask::kLeftPad, 300, 2, 0, 4.0f},    // R 9: oneDNN
 };
 // clang-format on
 

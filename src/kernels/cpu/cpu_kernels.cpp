@@ -8,6 +8,13 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+// GCC 12 reports its own _mm512_undefined_*() inside the intrinsics as uninitialised.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 #include "core/dtype.h"
 #include "kernels/cpu/dnnl_matmul.h"
 #include "kernels/cpu/vec_math.h"
@@ -69,8 +76,18 @@ float mask_scores(float* s, int64_t j0, int64_t j1, int64_t jmax, const uint8_t*
   float m = -INFINITY;
   if (all_valid && j1 <= jmax) {
     const int64_t n = j1 - j0;
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+    int64_t j = 0;
+#if defined(__AVX512F__)
+    // GCC keeps the out-of-line copy of an `omp simd reduction(max)` loop scalar: one vmaxss
+    // chain, ~2 cycles a score, as much as the QK^T matmul itself. Four vector chains instead.
+    __m512 v[4] = {_mm512_set1_ps(-INFINITY), _mm512_set1_ps(-INFINITY),
+                   _mm512_set1_ps(-INFINITY), _mm512_set1_ps(-INFINITY)};
+    for (; j + 64 <= n; j += 64)
+      for (int u = 0; u < 4; ++u) v[u] = _mm512_max_ps(v[u], _mm512_loadu_ps(s + j + 16 * u));
+    for (; j + 16 <= n; j += 16) v[0] = _mm512_max_ps(v[0], _mm512_loadu_ps(s + j));
+    m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3])));
+#endif
+    for (; j < n; ++j) m = std::max(m, s[j]);
     return m;
   }
   for (int64_t j = j0; j < j1; ++j) {
@@ -192,6 +209,160 @@ void gemm16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, con
               accumulate ? 1.0f : 0.0f, C, blasint(ldc));
 }
 
+// Decode at depth is a stream over the bf16 cache (a few query rows, up to 512 MiB of K/V per
+// token at 256K): oneDNN's per-call cost on a 4 x 1024 x 64 matmul held it to ~9 GB/s, so with
+// AVX512-BF16 a few rows get one pass over each K and V row with vdpbf16ps instead — the same
+// arithmetic as the matmuls: exact bf16 x bf16 products, f32 sums. kStreamRows bounds the rows
+// (R = Lq x group): past it the work is compute-bound and oneDNN's tiles win.
+constexpr int64_t kStreamRows = 8;
+constexpr int64_t kStreamKeyBlock = 64;  // keys per block: the block's V rows stay in L1
+
+#if defined(__AVX512BF16__)
+
+// Lane i of the result = the sum of the 16 lanes of v[i] (a transposing add tree, 45 ops).
+inline __m512 sum16(const __m512 (&v)[16]) {
+  __m512 w[8], x[4];
+  for (int i = 0; i < 8; ++i)
+    w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)  // 128-bit lane L of x[i]: lane L's partial sums of v[4i..4i+3]
+    x[i] = _mm512_add_ps(_mm512_shuffle_ps(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 z01 = _mm512_add_ps(_mm512_shuffle_f32x4(x[0], x[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_f32x4(x[0], x[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 z23 = _mm512_add_ps(_mm512_shuffle_f32x4(x[2], x[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_f32x4(x[2], x[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(z01, z23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(z01, z23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+inline __m512bh load_bh(const uint16_t* p) {
+  return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p));
+}
+
+// Rows [j0, j0 + n) of S (n <= 16) for one query row q (NB vectors of 32 bf16): one vdpbf16ps
+// per key and 32 elements, the 16 keys' lanes summed by sum16. FULL: n == 16 (no tests).
+template <int NB, bool FULL>
+inline void scores_block16(const __m512bh (&q)[NB], const uint16_t* K, int64_t n, float* S) {
+  __m512 t[16];
+  for (int64_t jj = 0; jj < 16; ++jj) {
+    t[jj] = _mm512_setzero_ps();
+    if (!FULL && jj >= n) continue;
+    for (int b = 0; b < NB; ++b)
+      t[jj] = _mm512_dpbf16_ps(t[jj], q[b], load_bh(K + jj * 32 * NB + 32 * b));
+  }
+  if (FULL) _mm512_storeu_ps(S, sum16(t));
+  else _mm512_mask_storeu_ps(S, __mmask16((1u << n) - 1u), sum16(t));
+}
+
+// S[r * lds + j] = q16[r] . K[j] for R rows of q16 (R x hd) and nk keys of K (row stride hd),
+// hd = 32 NB, 16 keys at a time (a block of K is read from L1 by each row after the first).
+template <int NB>
+void scores_stream(int64_t R, int64_t nk, const uint16_t* q16, const uint16_t* K, float* S,
+                   int64_t lds) {
+  constexpr int64_t hd = 32 * NB;
+  for (int64_t j0 = 0; j0 < nk; j0 += 16) {
+    const int64_t n = std::min<int64_t>(16, nk - j0);
+    for (int64_t r = 0; r < R; ++r) {
+      __m512bh q[NB];
+      for (int b = 0; b < NB; ++b) q[b] = load_bh(q16 + r * hd + 32 * b);
+      if (n == 16) scores_block16<NB, true>(q, K + j0 * hd, 16, S + r * lds + j0);
+      else scores_block16<NB, false>(q, K + j0 * hd, n, S + r * lds + j0);
+    }
+  }
+}
+
+// acc[r * hd + e] = sum_j P16[r * ldp + j] * V[j * hd + e] (f32 out), R rows, hd = 32 NB: keys in
+// pairs, the two V rows interleaved (unpack) so one vdpbf16ps adds both keys' terms with the
+// pair's two weights (adjacent in P16: one 32-bit broadcast); the accumulators hold the columns
+// in unpack order and are put back in order at the end.
+template <int NB, int R>
+void pv_stream(int64_t nk, const uint16_t* P16, int64_t ldp, const uint16_t* V, float* acc) {
+  constexpr int64_t hd = 32 * NB;
+  __m512 a[NB][R][2];
+  for (int b = 0; b < NB; ++b)
+    for (int r = 0; r < R; ++r) a[b][r][0] = a[b][r][1] = _mm512_setzero_ps();
+  const int64_t npair = nk / 2;
+  for (int64_t j0 = 0; j0 < npair; j0 += kStreamKeyBlock / 2) {
+    const int64_t j1 = std::min(npair, j0 + kStreamKeyBlock / 2);
+    for (int b = 0; b < NB; ++b)
+      for (int64_t jp = j0; jp < j1; ++jp) {
+        const uint16_t* v = V + 2 * jp * hd + 32 * b;
+        const __m512i v0 = _mm512_loadu_si512(v), v1 = _mm512_loadu_si512(v + hd);
+        const __m512bh lo = reinterpret_cast<__m512bh>(_mm512_unpacklo_epi16(v0, v1));
+        const __m512bh hi = reinterpret_cast<__m512bh>(_mm512_unpackhi_epi16(v0, v1));
+        for (int r = 0; r < R; ++r) {
+          int32_t pp;
+          std::memcpy(&pp, P16 + r * ldp + 2 * jp, 4);
+          const __m512bh p = reinterpret_cast<__m512bh>(_mm512_set1_epi32(pp));
+          a[b][r][0] = _mm512_dpbf16_ps(a[b][r][0], p, lo);
+          a[b][r][1] = _mm512_dpbf16_ps(a[b][r][1], p, hi);
+        }
+      }
+  }
+  if (nk % 2) {  // the last key alone: its weight beside a zero
+    const int64_t j = nk - 1;
+    for (int b = 0; b < NB; ++b) {
+      const __m512i v0 = _mm512_loadu_si512(V + j * hd + 32 * b), z = _mm512_setzero_si512();
+      const __m512bh lo = reinterpret_cast<__m512bh>(_mm512_unpacklo_epi16(v0, z));
+      const __m512bh hi = reinterpret_cast<__m512bh>(_mm512_unpackhi_epi16(v0, z));
+      for (int r = 0; r < R; ++r) {
+        const __m512bh p = reinterpret_cast<__m512bh>(_mm512_set1_epi32(P16[r * ldp + j]));
+        a[b][r][0] = _mm512_dpbf16_ps(a[b][r][0], p, lo);
+        a[b][r][1] = _mm512_dpbf16_ps(a[b][r][1], p, hi);
+      }
+    }
+  }
+  // Unpack order: dword 4L + i of the lo (hi) half holds column 32b + 8L + i (+ 4).
+  alignas(64) float A[2][16];
+  for (int b = 0; b < NB; ++b)
+    for (int r = 0; r < R; ++r) {
+      _mm512_store_ps(A[0], a[b][r][0]);
+      _mm512_store_ps(A[1], a[b][r][1]);
+      for (int h = 0; h < 2; ++h)
+        for (int L = 0; L < 4; ++L)
+          for (int i = 0; i < 4; ++i) acc[r * hd + 32 * b + 8 * L + 4 * h + i] = A[h][4 * L + i];
+    }
+}
+
+template <int NB>
+void pv_stream_rows(int64_t R, int64_t nk, const uint16_t* P16, int64_t ldp, const uint16_t* V,
+                    float* acc) {
+  static_assert(kStreamRows == 8);
+  switch (R) {
+    case 1: return pv_stream<NB, 1>(nk, P16, ldp, V, acc);
+    case 2: return pv_stream<NB, 2>(nk, P16, ldp, V, acc);
+    case 3: return pv_stream<NB, 3>(nk, P16, ldp, V, acc);
+    case 4: return pv_stream<NB, 4>(nk, P16, ldp, V, acc);
+    case 5: return pv_stream<NB, 5>(nk, P16, ldp, V, acc);
+    case 6: return pv_stream<NB, 6>(nk, P16, ldp, V, acc);
+    case 7: return pv_stream<NB, 7>(nk, P16, ldp, V, acc);
+    default: return pv_stream<NB, 8>(nk, P16, ldp, V, acc);
+  }
+}
+
+bool stream_head_size(int64_t hd) { return hd == 32 || hd == 64 || hd == 128; }
+
+void scores_stream_any(int64_t R, int64_t nk, int64_t hd, const uint16_t* q16, const uint16_t* K,
+                       float* S, int64_t lds) {
+  if (hd == 32) return scores_stream<1>(R, nk, q16, K, S, lds);
+  if (hd == 64) return scores_stream<2>(R, nk, q16, K, S, lds);
+  return scores_stream<4>(R, nk, q16, K, S, lds);
+}
+
+void pv_stream_any(int64_t R, int64_t nk, int64_t hd, const uint16_t* P16, int64_t ldp,
+                   const uint16_t* V, float* acc) {
+  if (hd == 32) return pv_stream_rows<1>(R, nk, P16, ldp, V, acc);
+  if (hd == 64) return pv_stream_rows<2>(R, nk, P16, ldp, V, acc);
+  return pv_stream_rows<4>(R, nk, P16, ldp, V, acc);
+}
+#else
+bool stream_head_size(int64_t) { return false; }  // no AVX512-BF16: oneDNN's matmuls
+void scores_stream_any(int64_t, int64_t, int64_t, const uint16_t*, const uint16_t*, float*,
+                       int64_t) {}
+void pv_stream_any(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, float*) {}
+#endif
+
 // Decode-shaped attention (a few queries, a long cache): the keys are split into chunks, each
 // (kv head, chunk) task keeps its own online-softmax partial (m, l, acc) per query row and the
 // partials are merged, so a long context uses every thread even with one KV head. A task's rows
@@ -199,10 +370,12 @@ void gemm16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, con
 // are two small sgemms, the exp vectorised over the chunk.
 void attention_split_keys(const AttentionArgs& a) {
   // bf16 dot products (AttentionArgs::bf16_dot on a bf16 cache): the chunk's K and V are read in
-  // place by oneDNN (bigger chunks: fewer calls); else 256-key chunks through sgemm.
+  // place, streamed (few rows) or by oneDNN (bigger chunks: fewer calls); else 256-key chunks
+  // through sgemm.
   const bool dot = a.bf16_dot && a.k16 && a.v16;
   const int64_t kChunk = dot ? 1024 : 256;
   const int64_t G = a.nh / a.nkv, hd = a.hd, R = a.Lq * G;
+  const bool stream = dot && R <= kStreamRows && stream_head_size(hd);  // one pass over K, V
   const int64_t kend = std::min(a.T, a.pos0 + a.Lq);
   const int64_t nc = (kend + kChunk - 1) / kChunk;
   const int64_t stride = hd + 2;  // per partial: m, l, acc[hd]
@@ -227,7 +400,11 @@ void attention_split_keys(const AttentionArgs& a) {
           }
           const uint16_t* K = a.k16 + g * a.kv_head_stride + j0 * hd;
           const uint16_t* V = a.v16 + g * a.kv_head_stride + j0 * hd;
-          gemm16(R, nk, hd, q16.data(), hd, K, hd, false, S.data(), nk, false, kbuf, vbuf);
+          if (stream) {
+            scores_stream_any(R, nk, hd, q16.data(), K, S.data(), nk);
+          } else {
+            gemm16(R, nk, hd, q16.data(), hd, K, hd, false, S.data(), nk, false, kbuf, vbuf);
+          }
           for (int64_t r = 0; r < R; ++r) {
             float* sr = S.data() + r * nk;
             uint16_t* pr = p16.data() + r * nk;
@@ -244,7 +421,11 @@ void attention_split_keys(const AttentionArgs& a) {
             mrow[size_t(r)] = m;
             lrow[size_t(r)] = l;
           }
-          gemm16(R, hd, nk, p16.data(), nk, V, hd, true, acc.data(), hd, false, kbuf, vbuf);
+          if (stream) {
+            pv_stream_any(R, nk, hd, p16.data(), nk, V, acc.data());
+          } else {
+            gemm16(R, hd, nk, p16.data(), nk, V, hd, true, acc.data(), hd, false, kbuf, vbuf);
+          }
         } else {
         const float* K = kv_rows(a.k, a.k16, a, g, j0, j1, kbuf.data());
         const float* V = kv_rows(a.v, a.v16, a, g, j0, j1, vbuf.data());
