@@ -34,6 +34,7 @@ namespace {
 using clk = bench::Clock;
 using bench::feed;
 using bench::reset_peak_rss;
+using bench::release_free_heap;
 constexpr auto secs = bench::seconds;
 std::vector<int32_t> tokens(int64_t n, int64_t V, int64_t salt) { return bench::synthetic_tokens(n, V, salt); }
 double peak_rss_gib() { return double(bench::peak_rss_bytes()) / double(1 << 30); }
@@ -135,11 +136,12 @@ void synthetic_fill(const Model& m, SequenceState& st, int64_t d) {
   }
 }
 
-// B sequences, each a copy of `ctx` (a state at some depth), generate G tokens together;
-// returns seconds for the G steps.
-double generate(const Model& m, int64_t B, const SequenceState& ctx, int64_t G) {
+// B sequences, each a copy of `ctx` (a state at some depth; the last one takes it), generate G
+// tokens together; returns seconds for the G steps.
+double generate(const Model& m, int64_t B, SequenceState ctx, int64_t G) {
   const int64_t V = m.config().vocab_size;
-  std::vector<SequenceState> st(static_cast<size_t>(B), ctx);
+  std::vector<SequenceState> st(static_cast<size_t>(B - 1), ctx);
+  st.push_back(std::move(ctx));
   std::vector<int32_t> next(static_cast<size_t>(B), 5);
   ForwardOutput out;
   auto t0 = clk::now();
@@ -248,7 +250,10 @@ Runner add_bench(CLI::App& app) {
         set_num_threads(th);
         const int nth = num_threads();
         const Peaks pk = measure_peaks(a16);
-        reset_peak_rss();  // the peaks' 256 MiB bandwidth array is not the model's memory
+        // The peaks' 256 MiB bandwidth array is not the model's memory: main keeps freed blocks
+        // in the heap for reuse, so give it back before the RSS is watched.
+        release_free_heap();
+        reset_peak_rss();
         std::fprintf(stderr, "[%s %s %d threads] measured: %s peak %.0f GFLOP/s, read bandwidth %.1f GB/s%s\n",
                      dir.c_str(), wname.c_str(), nth, a16 ? "bf16 GEMM" : "sgemm",
                      pk.gemm_gflops, pk.bw_gbs,
@@ -273,6 +278,18 @@ Runner add_bench(CLI::App& app) {
           // The context: filled once by a real chunked prefill (reported per band for long
           // depths), then copied for every test below.
           SequenceState ctx = model.new_state();
+          // The cache at its final size from the start (the depth and the longest test after
+          // it), so no test pays for a regrowth — nor the RSS for its old and new buffers.
+          int64_t longest = 0;
+          for (int64_t P : o->pp) longest = std::max(longest, P);
+          for (int64_t G : o->tg) longest = std::max(longest, G);
+          ctx.reserve_tokens(c, d + longest);
+          // The last test at this depth takes the context instead of copying it: a copy of a
+          // 256K-token cache would add its 512 MiB to the peak RSS.
+          int64_t uses = 0;
+          for (int64_t P : o->pp) uses += P > 0 ? o->reps : 0;
+          for (int64_t G : o->tg) uses += G > 0 ? o->reps * int64_t(o->batch.size()) : 0;
+          auto take_ctx = [&]() { return --uses == 0 ? std::move(ctx) : SequenceState(ctx); };
           const std::string at = d ? std::string(" @ d") + std::to_string(d) +
                                          (o->synthetic ? " (synthetic)" : "")
                                    : "";
@@ -302,7 +319,7 @@ Runner add_bench(CLI::App& app) {
             { SequenceState warm = model.new_state(); feed(model, warm, tokens(std::min<int64_t>(P, 64), c.vocab_size, 9), o->chunk); }
             std::vector<double> tps;
             for (int r = 0; r < o->reps; ++r) {
-              SequenceState st = ctx;
+              SequenceState st = take_ctx();
               tps.push_back(double(P) / feed(model, st, tokens(P, c.vocab_size, 2 + r), o->chunk));
             }
             report("pp" + std::to_string(P) + at, tps,
@@ -317,7 +334,7 @@ Runner add_bench(CLI::App& app) {
                 generate(model, B, one, 2);
               }
               std::vector<double> tps;
-              for (int r = 0; r < o->reps; ++r) tps.push_back(double(G * B) / generate(model, B, ctx, G));
+              for (int r = 0; r < o->reps; ++r) tps.push_back(double(G * B) / generate(model, B, take_ctx(), G));
               report("tg" + std::to_string(G) + at + (B > 1 ? " x" + std::to_string(B) : ""),
                      tps, double(ms.flops_per_token) + attn_tok * double(d), bytes_step(B) / double(B));
             }

@@ -186,6 +186,37 @@ TEST(KvCacheBf16, HalvesTheStateAndRoundTripsThroughASession) {
   }
 }
 
+// SequenceState::reserve_tokens: the cache at exactly the asked size up front (what `jamba bench`
+// does before a long fill), the same logits as a cache grown on demand, never shrunk.
+TEST(KvCacheReserve, ExactCapacityUpFrontSameLogits) {
+  const std::string dir = golden_dir("gqa-moe");
+  const Model m = Model::load(dir);
+  const TokenBatch in = read_token_batch(dir + "/golden.safetensors");
+  const std::vector<int32_t> toks(in.ids.begin(), in.ids.begin() + in.T);
+  SequenceState grown = m.new_state(), reserved = m.new_state();
+  const int64_t n = in.T + 1000 + 3;
+  reserved.reserve_tokens(m.config(), n);
+  int attn_layers = 0;
+  for (size_t il = 0; il < m.config().layers.size(); ++il)
+    if (m.config().layers[il].mixer == MixerKind::Attention) {
+      ++attn_layers;
+      EXPECT_EQ(reserved.attn[il].cap, n);
+    }
+  ASSERT_GT(attn_layers, 0);
+  ForwardOutput a, b;
+  std::vector<BatchItem> ia{{&grown, toks, {}, LogitsMode::All}}, ib{{&reserved, toks, {}, LogitsMode::All}};
+  m.forward(ia, &a);
+  m.forward(ib, &b);
+  ASSERT_EQ(a.logits.size(), b.logits.size());
+  EXPECT_EQ(0, std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)));
+  reserved.reserve_tokens(m.config(), 10);  // smaller: nothing changes
+  for (size_t il = 0; il < m.config().layers.size(); ++il)
+    if (m.config().layers[il].mixer == MixerKind::Attention) {
+      EXPECT_EQ(reserved.attn[il].cap, n);
+      EXPECT_LT(grown.attn[il].cap, n);
+    }
+}
+
 // --------------------------------------------------------------------------- long prompts
 
 // A 32K-token prompt in one forward = the same prompt in chunks of 1000 (attention across many

@@ -70,6 +70,12 @@ SequenceState SequenceState::create(const JambaConfig& cfg, bool kv_bf16) {
   return s;
 }
 
+void SequenceState::reserve_tokens(const JambaConfig& cfg, int64_t n) {
+  for (size_t il = 0; il < cfg.layers.size() && il < attn.size(); ++il)
+    if (cfg.layers[il].mixer == MixerKind::Attention)
+      attn[il].reserve(cfg.num_key_value_heads, cfg.head_dim(), n, pos, n);  // limit n: exactly n
+}
+
 size_t SequenceState::bytes() const {
   size_t b = key_valid.size();
   for (const auto& m : mamba) b += (m.conv.size() + m.ssm.size()) * sizeof(float);

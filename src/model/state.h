@@ -42,6 +42,10 @@ struct SequenceState {
   // kv_bf16: the attention layers' K/V cache holds bf16 (model/memory_plan.h, KvDtype).
   static SequenceState create(const JambaConfig& cfg, bool kv_bf16 = false);
   SequenceState snapshot() const { return *this; }
+  // Every attention layer's cache holds at least n tokens from here on, allocated once at exactly
+  // that size (no doubling, no copy while it grows): for callers that know the final length, e.g.
+  // a prompt plus the tokens to generate.
+  void reserve_tokens(const JambaConfig& cfg, int64_t n);
   size_t bytes() const;  // memory held
 };
 
