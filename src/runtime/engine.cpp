@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -184,9 +185,18 @@ void Engine::step() {
     owners.push_back(&a);
   }
   ForwardOutput out;
+  // Steps are timed per kind: the decode batch and the prompt tokens' power of two (a step's
+  // time per token is compared with its kind's).
+  const bool tune = opts_.adaptive_threads;
+  const int64_t kind = (int64_t(std::bit_width(uint64_t(n_prompt))) << 32) | n_decode;
+  const int threads = tune ? tuner_.choose(kind) : 0;
   const double t0 = now_s();
-  model_.forward(items, &out);
+  {
+    ScopedThreads scope(threads);
+    model_.forward(items, &out);
+  }
   const double dt = now_s() - t0;
+  if (tune) tuner_.record(kind, threads, dt / double(n_prompt + n_decode));
   auto average = [](double& avg, double x) { avg = avg > 0 ? 0.8 * avg + 0.2 * x : x; };
   if (n_prompt == 0)
     average(avg_decode_step_s_, dt);

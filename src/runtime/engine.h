@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/threads.h"
 #include "model/model.h"
 #include "runtime/prefix_cache.h"
 #include "runtime/sampler.h"
@@ -67,6 +68,11 @@ struct EngineOptions {
   // Also snapshot every finished request (prompt + generated tokens), so the next turn of a
   // conversation resumes after the answer.
   bool snapshot_finished = true;
+  // Steps run on the thread count (all, half, ..., 1) measured fastest for their kind (decode
+  // batch size, prompt tokens' power of two), timed again now and then (core/threads.h,
+  // ThreadTuner): on a machine shared with other work, fewer threads than cores decode several
+  // times faster.
+  bool adaptive_threads = true;
 };
 
 class Engine {
@@ -119,6 +125,7 @@ class Engine {
   EngineOptions opts_;
   double avg_decode_step_s_ = 0;   // moving average of decode-only steps
   double avg_prompt_token_s_ = 0;  // moving average of the time per prompt token
+  ThreadTuner tuner_;              // the steps' thread counts, per kind
   PrefixCache cache_;
   int64_t next_id_ = 1;
   std::vector<std::unique_ptr<Active>> active_;
