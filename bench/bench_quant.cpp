@@ -105,6 +105,10 @@ JAMBA_QBENCH(bm_gemm_w, bf16_prefill_M512_N2560_K2560, WType::kBf16, 512, 2560, 
 JAMBA_QBENCH(bm_gemm_w, bf16act_prefill_M512_N2560_K2560, WType::kBf16Act, 512, 2560, 2560);
 JAMBA_QBENCH(bm_gemm_w, int8_prefill_M512_N2560_K2560, WType::kInt8, 512, 2560, 2560);
 JAMBA_QBENCH(bm_gemm_w, q4_prefill_M512_N2560_K2560, WType::kQ4, 512, 2560, 2560);
+// The largest M the streaming kernels take (kernels.h), for the rate they reach on a matrix
+// that stays in L2 per thread block.
+JAMBA_QBENCH(bm_gemm_w, int8_stream_M32_N2560_K2560, WType::kInt8, 32, 2560, 2560);
+JAMBA_QBENCH(bm_gemm_w, q4_stream_M32_N2560_K2560, WType::kQ4, 32, 2560, 2560);
 
 }  // namespace
 }  // namespace jamba

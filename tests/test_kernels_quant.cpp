@@ -88,6 +88,10 @@ const QCase kCases[] = {
     {3, 20, 8193, 0, 0, 0, false, false},
     // q4 quads of 4 groups: a last quad of 3 full groups (+ a partial group), of 3 exactly
     {2, 45, 230, 1, 1, 0, true, true},      {8, 19, 480, 0, 0, 0, false, false},
+    // M > 32: cached panels of weight rows (a last partial panel; one panel wider than N),
+    // every activation row passing 8 at a time with a tail of 5 / 4 / 7 rows
+    {45, 300, 4100, 1, 2, 3, true, true},   {100, 9, 2100, 0, 0, 0, true, false},
+    {39, 70, 230, 0, 1, 0, false, true},
 };
 
 // Runs ref and cpu through `run(C)` on the same C0 and compares per element, relative to

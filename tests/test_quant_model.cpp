@@ -159,8 +159,8 @@ TEST(QuantWeights, EqualsDequantizedF32Model) {
 }
 
 // Both kernel regimes compute the same products (kernels.h): a prompt in one forward (M > 32:
-// dequantized panels + sgemm) and in chunks of 8 tokens (M <= 32: streaming, VNNI for q4) agree
-// to float32 summation order. Both round activations (int8 to int16 per row, q4 to int8 per
+// cached weight panels, or dequantized panels + sgemm without VNNI) and in chunks of 8 tokens
+// (M <= 32: streaming) agree to float32 summation order (VNNI builds: exactly). Both round activations (int8 to int16 per row, q4 to int8 per
 // group): an input that differs by float noise can land on the other side of a rounding
 // boundary (one step), which the random golden models then amplify like any perturbation, so
 // both are compared on the residual stream after layer 1, relative to its magnitude.

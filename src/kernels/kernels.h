@@ -194,9 +194,9 @@ bool have_dnnl();
 // Quantized weights, the same two regimes: M <= 32 streams the quantized rows, 8 activation rows
 // per pass (int8: AVX-512 VNNI vpdpwssd of the sign-extended weights with the int16
 // activations, 32 weights per instruction; q4: dpbusd of the nibbles with the int8 activations,
-// 64 weights per instruction); larger M dequantizes panels of weight rows to f32 per thread and
-// runs sgemm on them with the activations rounded as above, so both regimes compute the same
-// products.
+// 64 weights per instruction); larger M runs the same kernels over panels of weight rows kept in
+// the cache while every group of 8 activation rows passes (without VNNI: panels widened to f32
+// and sgemm on the activations rounded as above), so both regimes compute the same products.
 void gemm_q8(const GemmQ8Args& a);
 void gemm_q4(const GemmQ4Args& a);
 }  // namespace cpu

@@ -2,8 +2,9 @@
 // (see kernels.h, kernels/quant.h). The structure of gemm_bf16.cpp: M <= 32 streams the
 // quantized weights (decode is memory-bound: int8 multiplies its sign-extended weights with
 // int16-rounded activations, q4 its nibbles with int8-rounded ones, by AVX-512 VNNI, each
-// weight load serving up to 8 activation rows); larger M widens panels of weight rows to f32
-// and runs sgemm on the rounded activations.
+// weight load serving up to 8 activation rows); larger M runs the same dots over panels of
+// weight rows that stay in the cache while every activation row passes (VNNI builds: 5x the
+// f32 rate of widening to f32 for sgemm, which other builds still do).
 #include <cblas.h>
 #include <omp.h>
 
@@ -13,6 +14,13 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+// Large M runs the streaming kernels over cached panels where they are VNNI (blocked() below);
+// elsewhere it widens the weights to f32 for sgemm.
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define JAMBA_QUANT_VNNI 1
+#else
+#define JAMBA_QUANT_VNNI 0
 #endif
 // GCC 12 reports its own _mm512_undefined_epi32() inside the intrinsics as uninitialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -60,13 +68,16 @@ struct DotQ8 {
     Kp = (a.K + 31) / 32 * 32;
     qa.assign(static_cast<size_t>(rows * Kp), 0);
     da.resize(static_cast<size_t>(rows));
+#pragma omp parallel for schedule(static) if (rows > kMaxSmallM)
     for (int64_t m = 0; m < rows; ++m)
       quantize_act_int16(A + m * a.lda, a.K, qa.data() + m * Kp, &da[size_t(m)]);
   }
 
   template <int MR>
-  void run(const float*, int64_t n, float* out) const {
+  void run(int64_t m0, int64_t n, float* out) const {
     const int8_t* w = a.W + n * a.ldw;
+    const int16_t* q0 = qa.data() + m0 * Kp;
+    const float* d0 = da.data() + m0;
     const int64_t K = a.K;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
     constexpr int U = MR <= 2 ? 4 : (MR <= 4 ? 2 : 1);  // chains per row (vpdpwssd latency)
@@ -93,7 +104,7 @@ struct DotQ8 {
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k + 32 * u)));
 #pragma GCC unroll 8
           for (int m = 0; m < MR; ++m)
-            acc[u][m] = _mm512_dpwssd_epi32(acc[u][m], wv, _mm512_load_si512(qa.data() + m * Kp + k + 32 * u));
+            acc[u][m] = _mm512_dpwssd_epi32(acc[u][m], wv, _mm512_load_si512(q0 + m * Kp + k + 32 * u));
         }
       // The last steps into their own sums: sharing acc with the loop above made GCC copy
       // every accumulator twice per step (M = 8: 16 extra moves per 8 products).
@@ -105,7 +116,7 @@ struct DotQ8 {
         const __m512i wv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mk, w + k));
 #pragma GCC unroll 8
         for (int m = 0; m < MR; ++m)
-          tail[m] = _mm512_dpwssd_epi32(tail[m], wv, _mm512_load_si512(qa.data() + m * Kp + k));
+          tail[m] = _mm512_dpwssd_epi32(tail[m], wv, _mm512_load_si512(q0 + m * Kp + k));
       }
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) {
@@ -115,12 +126,12 @@ struct DotQ8 {
         f[m] = _mm512_add_ps(f[m], _mm512_cvtepi32_ps(t));
       }
     }
-    for (int m = 0; m < MR; ++m) out[m] = a.scale[n] * da[size_t(m)] * _mm512_reduce_add_ps(f[m]);
+    for (int m = 0; m < MR; ++m) out[m] = a.scale[n] * d0[m] * _mm512_reduce_add_ps(f[m]);
 #else
     for (int m = 0; m < MR; ++m) {
       int64_t dot = 0;
-      for (int64_t k = 0; k < K; ++k) dot += int64_t(w[k]) * qa[size_t(m * Kp + k)];
-      out[m] = a.scale[n] * da[size_t(m)] * float(dot);
+      for (int64_t k = 0; k < K; ++k) dot += int64_t(w[k]) * q0[m * Kp + k];
+      out[m] = a.scale[n] * d0[m] * float(dot);
     }
 #endif
   }
@@ -155,6 +166,7 @@ struct DotQ4 {
     da.resize(static_cast<size_t>(rows * G));
     dpat.assign(static_cast<size_t>(rows * quads * 16), 0.0f);
     c.resize(static_cast<size_t>(rows * G));
+#pragma omp parallel for schedule(static) if (rows > kMaxSmallM)
     for (int64_t m = 0; m < rows; ++m) {
       int8_t* q = qa.data() + m * G * kQ4Group;
       float* d = da.data() + m * G;
@@ -178,7 +190,7 @@ struct DotQ4 {
   }
 
   template <int MR>
-  void run(const float*, int64_t n, float* out) const {
+  void run(int64_t m0, int64_t n, float* out) const {
     const uint8_t* w = a.W + n * a.ldw;
     const float* s = a.scale + n * a.lds;
     const int64_t K = a.K;
@@ -212,7 +224,7 @@ struct DotQ4 {
       const __m512 sw = _mm512_permutexvar_ps(pat, _mm512_castps128_ps512(s4));
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) {
-        const int64_t o = int64_t(m) * quads + qd;
+        const int64_t o = (m0 + m) * quads + qd;
         __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(qlo.data() + o * 64));
         t = _mm512_dpbusd_epi32(t, hi, _mm512_loadu_si512(qhi.data() + o * 64));
         const __m512 sc = _mm512_mul_ps(sw, _mm512_loadu_ps(dpat.data() + o * 16));
@@ -230,7 +242,7 @@ struct DotQ4 {
     for (int m = 0; m < MR; ++m) {
       __m512 t = acc[0][m];
       for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, acc[u][m]);
-      const float* cm = c.data() + m * G;
+      const float* cm = c.data() + (m0 + m) * G;
       __m512 o = _mm512_setzero_ps();
       int64_t h = 0;
       for (; h + 16 <= g_done; h += 16)
@@ -242,11 +254,11 @@ struct DotQ4 {
 #endif
     for (int64_t g = g_done; g < G; ++g)
       for (int m = 0; m < MR; ++m) {
-        const int8_t* q = qa.data() + (m * G + g) * kQ4Group;
+        const int8_t* q = qa.data() + ((m0 + m) * G + g) * kQ4Group;
         int32_t dot = 0;
         for (int64_t k = g * kQ4Group; k < std::min(K, (g + 1) * kQ4Group); ++k)
           dot += q4_value(w, k) * q[k - g * kQ4Group];
-        out[m] += s[g] * da[size_t(m * G + g)] * float(dot);
+        out[m] += s[g] * da[size_t((m0 + m) * G + g)] * float(dot);
       }
   }
 };
@@ -256,7 +268,7 @@ void small_m(const Common& c, const Dot& dot) {
 #pragma omp parallel for schedule(static) if (c.N * c.K > 65536)
   for (int64_t n = 0; n < c.N; ++n) {
     float r[MR];
-    dot.template run<MR>(c.A, n, r);
+    dot.template run<MR>(0, n, r);
     for (int m = 0; m < MR; ++m) {
       const float v = r[m] + (c.bias ? c.bias[n] : 0.0f);
       float& y = c.C[m * c.ldc + n];
@@ -304,6 +316,50 @@ void stream(const Common& c, const Args& a) {
   }
 }
 
+#if JAMBA_QUANT_VNNI
+// Large M: every activation row rounded once, then per task a panel of weight rows that stays in
+// the cache while all rows pass over it, 8 at a time: the integer dots of the streaming path
+// (decode and prefill compute the same products), without streaming the matrix M / 8 times.
+template <int MR, typename Dot>
+void panel_rows(const Common& c, const Dot& dot, int64_t m0, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    float r[MR];
+    dot.template run<MR>(m0, n, r);
+    for (int m = 0; m < MR; ++m) {
+      const float v = r[m] + (c.bias ? c.bias[n] : 0.0f);
+      float& y = c.C[(m0 + m) * c.ldc + n];
+      y = c.accumulate ? y + v : v;
+    }
+  }
+}
+
+template <typename Args, typename Dot>
+void blocked(const Common& c, const Args& a) {
+  Dot dot{a};
+  dot.prepare(c.A, c.M);
+  // ~256 KiB of weight rows per panel (L2), at least 8 rows, at most 128.
+  const int64_t nb = std::clamp<int64_t>((int64_t(1) << 18) / std::max<int64_t>(1, a.ldw), 8, 128);
+  const int64_t panels_n = (c.N + nb - 1) / nb;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t p = 0; p < panels_n; ++p) {
+    const int64_t n0 = p * nb, n1 = std::min(c.N, n0 + nb);
+    for (int64_t m0 = 0; m0 < c.M; m0 += kMaxSmallM) {
+      switch (std::min(kMaxSmallM, c.M - m0)) {
+        case 1: panel_rows<1>(c, dot, m0, n0, n1); break;
+        case 2: panel_rows<2>(c, dot, m0, n0, n1); break;
+        case 3: panel_rows<3>(c, dot, m0, n0, n1); break;
+        case 4: panel_rows<4>(c, dot, m0, n0, n1); break;
+        case 5: panel_rows<5>(c, dot, m0, n0, n1); break;
+        case 6: panel_rows<6>(c, dot, m0, n0, n1); break;
+        case 7: panel_rows<7>(c, dot, m0, n0, n1); break;
+        default: panel_rows<8>(c, dot, m0, n0, n1); break;
+      }
+    }
+  }
+}
+#endif  // JAMBA_QUANT_VNNI
+
+#if !JAMBA_QUANT_VNNI
 void widen_q8(const int8_t* q, float scale, int64_t K, float* out) {
   int64_t k = 0;
 #if defined(__AVX512F__)
@@ -370,6 +426,8 @@ std::vector<float> rounded_rows(const Common& c, const Round& round) {
   return out;
 }
 
+#endif  // !JAMBA_QUANT_VNNI
+
 }  // namespace
 
 void gemm_q8(const GemmQ8Args& a) {
@@ -379,6 +437,9 @@ void gemm_q8(const GemmQ8Args& a) {
     stream<GemmQ8Args, DotQ8>(c, a);
     return;
   }
+#if JAMBA_QUANT_VNNI
+  blocked<GemmQ8Args, DotQ8>(c, a);
+#else
   // The activations rounded per row to int16 (kernels.h), as f32 for sgemm.
   const std::vector<float> Ar = rounded_rows(c, [&](const float* x, float* out) {
     std::vector<int16_t> q(static_cast<size_t>(a.K));
@@ -390,29 +451,34 @@ void gemm_q8(const GemmQ8Args& a) {
   r.A = Ar.data();
   r.lda = a.K;
   panels(r, [&](int64_t n, float* out) { widen_q8(a.W + n * a.ldw, a.scale[n], a.K, out); });
+#endif
 }
 
 void gemm_q4(const GemmQ4Args& a) {
   if (a.M == 0 || a.N == 0) return;
   const Common c{a.M, a.N, a.K, a.A, a.lda, a.C, a.ldc, a.bias, a.accumulate};
-  if (a.M <= kStreamMaxM)
+  if (a.M <= kStreamMaxM) {
     stream<GemmQ4Args, DotQ4>(c, a);
-  else {
-    // The activations rounded per group (kernels.h), as f32 for sgemm.
-    const int64_t G = q4_groups(a.K);
-    const std::vector<float> Ar = rounded_rows(c, [&](const float* x, float* out) {
-      std::vector<int8_t> q(static_cast<size_t>(G * kQ4Group));
-      std::vector<float> d(static_cast<size_t>(G));
-      quantize_act_q4(x, a.K, q.data(), d.data());
-      for (int64_t k = 0; k < a.K; ++k) out[k] = d[size_t(k / kQ4Group)] * float(q[size_t(k)]);
-    });
-    Common r = c;
-    r.A = Ar.data();
-    r.lda = a.K;
-    panels(r, [&](int64_t n, float* out) {
-      widen_q4(a.W + n * a.ldw, a.scale + n * a.lds, a.K, out);
-    });
+    return;
   }
+#if JAMBA_QUANT_VNNI
+  blocked<GemmQ4Args, DotQ4>(c, a);
+#else
+  // The activations rounded per group (kernels.h), as f32 for sgemm.
+  const int64_t G = q4_groups(a.K);
+  const std::vector<float> Ar = rounded_rows(c, [&](const float* x, float* out) {
+    std::vector<int8_t> q(static_cast<size_t>(G * kQ4Group));
+    std::vector<float> d(static_cast<size_t>(G));
+    quantize_act_q4(x, a.K, q.data(), d.data());
+    for (int64_t k = 0; k < a.K; ++k) out[k] = d[size_t(k / kQ4Group)] * float(q[size_t(k)]);
+  });
+  Common r = c;
+  r.A = Ar.data();
+  r.lda = a.K;
+  panels(r, [&](int64_t n, float* out) {
+    widen_q4(a.W + n * a.ldw, a.scale + n * a.lds, a.K, out);
+  });
+#endif
 }
 
 }  // namespace jamba::cpu
