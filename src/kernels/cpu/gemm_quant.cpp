@@ -98,8 +98,7 @@ struct DotQ8 {
         for (int u = 0; u < U; ++u) {
           // More rows of work per weight line leave the stream latency-bound without a
           // software prefetch (M = 8, 10240 x 2560: 8 -> 23 GB/s), as in gemm_bf16.cpp.
-          if constexpr (MR > 2)
-            if (u % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(w + k + 32 * u + kAhead<MR>), _MM_HINT_T0);
+          if (u % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(w + k + 32 * u + kAhead<MR>), _MM_HINT_T0);
           const __m512i wv = _mm512_cvtepi8_epi16(
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k + 32 * u)));
 #pragma GCC unroll 8
@@ -209,7 +208,7 @@ struct DotQ4 {
     const __m512i pat = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     auto quad = [&](int64_t qd, __m512(&ac)[MR], int ng) __attribute__((always_inline)) {
       // As DotQ8: a software prefetch (one per quad = cache line) when several rows share it.
-      if constexpr (MR > 2) _mm_prefetch(reinterpret_cast<const char*>(w + qd * 64 + 4096), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w + qd * 64 + 4096), _MM_HINT_T0);
       __m512i raw;
       __m128 s4;
       if (ng == 4) {
