@@ -21,7 +21,9 @@
 #include "apps/commands.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "core/dtype.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "model/init.h"
 #include "model/model.h"
 #include "model/model_info.h"
@@ -64,42 +66,79 @@ Stat stats(std::vector<double> v) {
 
 // The machine's limits, measured now with the current thread count.
 struct Peaks {
-  double gemm_gflops = 0, bw_gbs = 0;
+  double gemm_gflops = 0, bw_gbs = 0, bw_lo = 0, bw_hi = 0;
+  double bw_bytes = 0;  // bytes of one read
 };
-// bf16: the GEMM the model's bf16 matrices run (cpu::gemm_bf16 with bf16 activations, oneDNN
-// when built in) instead of OpenBLAS sgemm.
-Peaks measure_peaks(bool bf16 = false) {
+// The GEMM peak is the rate of the kernel the model's matrices run, on a prefill chunk's product
+// (M = 512, N = K = 2048): OpenBLAS sgemm for f32, cpu::gemm_bf16 with bf16 activations
+// (oneDNN when built in) for bf16, the int8 / q4 kernels for those. The read bandwidth is the
+// median of 7 reads of an array as large as the model's matrices (at least 256 MiB, beyond the
+// caches; at most 2 GiB), after one untimed pass: a decode token reads that kind of stream.
+Peaks measure_peaks(WeightType wt, bool a16, double model_bytes) {
   Peaks p;
-  const int n = 1024;
-  std::vector<float> a(static_cast<size_t>(n) * n, 1.0f), b = a, c(a.size());
-  std::vector<uint16_t> w16(a.size(), 0x3f80);  // 1.0 in bf16
+  const int mr = 512, n = 2048;
+  std::vector<float> a(static_cast<size_t>(mr) * n), b(static_cast<size_t>(n) * n),
+      c(static_cast<size_t>(mr) * n);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (float& x : a) x = nd(rng);
+  for (float& x : b) x = nd(rng);
+  std::vector<uint16_t> w16;
+  std::vector<int8_t> w8;
+  std::vector<uint8_t> w4;
+  std::vector<float> sc;
+  const bool q8 = wt == WeightType::Int8 || wt == WeightType::Int8Experts, q4 = wt == WeightType::Q4;
+  if (a16) {
+    w16.resize(b.size());
+    for (size_t i = 0; i < b.size(); ++i) w16[i] = f32_to_bf16(b[i]);
+  } else if (q8) {
+    w8.resize(b.size());
+    sc.resize(size_t(n));
+    for (int r = 0; r < n; ++r) quantize_row_int8(b.data() + size_t(r) * n, n, w8.data() + size_t(r) * n, &sc[size_t(r)]);
+  } else if (q4) {
+    w4.resize(size_t(n * q4_row_bytes(n)));
+    sc.resize(size_t(n * q4_groups(n)));
+    for (int r = 0; r < n; ++r)
+      quantize_row_q4(b.data() + size_t(r) * n, n, w4.data() + r * q4_row_bytes(n), sc.data() + r * q4_groups(n));
+  }
   double best = 0;
   for (int r = 0; r < 4; ++r) {
     auto t0 = clk::now();
-    if (bf16)
-      cpu::gemm_bf16({.M = n, .N = n, .K = n, .A = a.data(), .lda = n, .W = w16.data(), .ldw = n,
+    if (a16)
+      cpu::gemm_bf16({.M = mr, .N = n, .K = n, .A = a.data(), .lda = n, .W = w16.data(), .ldw = n,
                       .C = c.data(), .ldc = n, .bf16_activations = true});
+    else if (q8)
+      cpu::gemm_q8({.M = mr, .N = n, .K = n, .A = a.data(), .lda = n, .W = w8.data(), .ldw = n,
+                    .scale = sc.data(), .C = c.data(), .ldc = n});
+    else if (q4)
+      cpu::gemm_q4({.M = mr, .N = n, .K = n, .A = a.data(), .lda = n, .W = w4.data(),
+                    .ldw = q4_row_bytes(n), .scale = sc.data(), .lds = q4_groups(n), .C = c.data(),
+                    .ldc = n});
     else
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mr, n, n, 1.0f, a.data(), n, b.data(), n,
                   0.0f, c.data(), n);
-    best = std::max(best, 2.0 * n * n * n / secs(t0, clk::now()) / 1e9);
+    best = std::max(best, 2.0 * mr * n * n / secs(t0, clk::now()) / 1e9);
   }
   p.gemm_gflops = best;
-  const size_t m = size_t(256) << 20;  // 1 GiB of floats, far beyond the caches
+  const size_t m = std::clamp<size_t>(size_t(model_bytes) / 64 * 64, size_t(256) << 20, size_t(2) << 30);
   std::vector<float> big(m / sizeof(float));
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < big.size(); ++i) big[i] = float(i & 7);
-  double bw = 0;
-  for (int r = 0; r < 3; ++r) {
+  std::vector<double> bws;
+  for (int r = 0; r < 8; ++r) {
     float s = 0;
     auto t0 = clk::now();
 #pragma omp parallel for simd reduction(+ : s) schedule(static)
     for (size_t i = 0; i < big.size(); ++i) s += big[i];
     const double t = secs(t0, clk::now());
     if (s == -1.0f) std::printf(" ");  // keep the sum alive
-    bw = std::max(bw, double(m) / t / 1e9);
+    if (r > 0) bws.push_back(double(m) / t / 1e9);  // the first pass is a warm-up
   }
-  p.bw_gbs = bw;
+  std::sort(bws.begin(), bws.end());
+  p.bw_gbs = bws[bws.size() / 2];
+  p.bw_lo = bws.front();
+  p.bw_hi = bws.back();
+  p.bw_bytes = double(m);
   return p;
 }
 
@@ -198,7 +237,7 @@ Runner add_bench(CLI::App& app) {
                               .batch = o->train_batch,
                               .seq = o->train_seq,
                               .jsonl = o->jsonl,
-                              .gemm_peak_gflops = [] { return measure_peaks().gemm_gflops; }});
+                              .gemm_peak_gflops = [] { return measure_peaks(WeightType::F32, false, 0).gemm_gflops; }});
     namespace fs = std::filesystem;
     std::string dir = o->model;
     if (dir.empty()) {
@@ -249,14 +288,17 @@ Runner add_bench(CLI::App& app) {
       for (int th : o->threads) {
         set_num_threads(th);
         const int nth = num_threads();
-        const Peaks pk = measure_peaks(a16);
+        const Peaks pk = measure_peaks(w.type, a16, all_bytes);
         // The peaks' 256 MiB bandwidth array is not the model's memory: main keeps freed blocks
         // in the heap for reuse, so give it back before the RSS is watched.
         release_free_heap();
         reset_peak_rss();
-        std::fprintf(stderr, "[%s %s %d threads] measured: %s peak %.0f GFLOP/s, read bandwidth %.1f GB/s%s\n",
-                     dir.c_str(), wname.c_str(), nth, a16 ? "bf16 GEMM" : "sgemm",
-                     pk.gemm_gflops, pk.bw_gbs,
+        const char* peak_name = a16 ? "bf16 GEMM" : w.type == WeightType::Q4 ? "q4 GEMM"
+                                : (w.type == WeightType::Int8 || w.type == WeightType::Int8Experts) ? "int8 GEMM"
+                                : "sgemm";
+        std::fprintf(stderr, "[%s %s %d threads] measured: %s peak %.0f GFLOP/s, read bandwidth %.1f GB/s (median of 7 reads of %.2f GiB, %.1f-%.1f)%s\n",
+                     dir.c_str(), wname.c_str(), nth, peak_name,
+                     pk.gemm_gflops, pk.bw_gbs, pk.bw_bytes / double(1 << 30), pk.bw_lo, pk.bw_hi,
                      a16 ? (cpu::have_dnnl() ? "; bf16 prefill GEMMs: oneDNN" : "; bf16 prefill GEMMs: fallback (no oneDNN)") : "");
         auto report = [&](const std::string& test, const std::vector<double>& tps, double flop_tok, double byte_tok) {
           const Stat s = stats(tps);

@@ -39,6 +39,30 @@ TEST(QuantRows, Int8RoundTripWithinHalfStep) {
   for (int8_t v : q) EXPECT_EQ(v, 0);
 }
 
+// The activations' int16 rounding (vectorised for 16 values at a time) against the formula in
+// scalar code: nearest-even of x * 32767 / max|x|, over tails of every length and exact ties.
+TEST(QuantRows, ActInt16MatchesScalarFormula) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const int64_t K : {1, 2, 15, 16, 17, 31, 33, 100, 1037}) {
+    std::vector<float> x(static_cast<size_t>(K));
+    for (float& v : x) v = nd(rng);
+    x[size_t(K / 2)] = -4.0f;  // the maximum: inv = 32767 / 4, so k / 8 lands on halves
+    for (int64_t k = 0; k < K; k += 3) x[size_t(k)] = float(k % 50) * 0.5f / 32767.0f * 4.0f;
+    std::vector<int16_t> q(static_cast<size_t>(K));
+    float d = 0;
+    quantize_act_int16(x.data(), K, q.data(), &d);
+    float amax = 0;
+    for (float v : x) amax = std::max(amax, std::fabs(v));
+    EXPECT_EQ(d, amax / 32767.0f);
+    const float inv = 32767.0f / amax;
+    for (int64_t k = 0; k < K; ++k) {
+      const float want = std::clamp(std::nearbyint(x[size_t(k)] * inv), -32767.0f, 32767.0f);
+      EXPECT_EQ(q[size_t(k)], int16_t(want)) << "K=" << K << " k=" << k << " x=" << x[size_t(k)];
+    }
+  }
+}
+
 TEST(QuantRows, Q4RoundTripWithinHalfStepAndPadsTail) {
   std::mt19937 rng(2);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -152,20 +176,28 @@ TEST(KernelGemmQ8, MatchesReference) {
 
 // Largest products in every lane (all weights 127, every activation its row's max): without the
 // periodic move to f32 a lane of the K = 16384 row would reach 4.3e9 and wrap in int32.
+// Every activation at the row maximum (q = 32767 = 256 * 127 + 255: the largest high and low
+// bytes of the large-M split) or its negative (-32767 = 256 * -128 + 1), weights at +-127: the
+// integer sums reach their largest magnitudes, in the streaming (M = 2) and large-M (M = 40) paths.
 TEST(KernelGemmQ8, LongRowsOfLargestValuesDoNotOverflow) {
-  const int64_t M = 2, N = 3, K = 16384;
-  std::vector<float> A(static_cast<size_t>(M * K), 1.0f), scale(N, 1.0f / 127.0f);
-  std::vector<int8_t> W(static_cast<size_t>(N * K), 127);
-  std::vector<float> want(static_cast<size_t>(M * N)), got = want;
-  GemmQ8Args a{.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = W.data(), .ldw = K,
-               .scale = scale.data(), .C = want.data(), .ldc = N};
-  ref::gemm_q8(a);
-  a.C = got.data();
-  cpu::gemm_q8(a);
-  for (size_t i = 0; i < got.size(); ++i) {
-    EXPECT_NEAR(want[i], float(K), 1e-3f * K);
-    EXPECT_NEAR(got[i], want[i], 1e-5f * K) << i;
-  }
+  for (const int64_t M : {2, 40})
+    for (const float sign : {1.0f, -1.0f}) {
+      const int64_t N = 3, K = 16384;
+      std::vector<float> A(static_cast<size_t>(M * K), sign), scale(N, 1.0f / 127.0f);
+      std::vector<int8_t> W(static_cast<size_t>(N * K), 127);
+      for (int64_t k = 0; k < K; ++k) W[size_t(2 * K + k)] = -127;  // row 2: all -127
+      std::vector<float> want(static_cast<size_t>(M * N)), got = want;
+      GemmQ8Args a{.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = W.data(), .ldw = K,
+                   .scale = scale.data(), .C = want.data(), .ldc = N};
+      ref::gemm_q8(a);
+      a.C = got.data();
+      cpu::gemm_q8(a);
+      for (size_t i = 0; i < got.size(); ++i) {
+        const float expect = sign * float(K) * (i % size_t(N) == 2 ? -1.0f : 1.0f);
+        EXPECT_NEAR(want[i], expect, 1e-3f * K);
+        EXPECT_NEAR(got[i], want[i], 1e-5f * K) << "M=" << M << " sign " << sign << " i " << i;
+      }
+    }
 }
 
 TEST(KernelGemmQ4, MatchesReference) {

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace jamba {
 
 void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale) {
@@ -49,11 +53,30 @@ void quantize_act_q4(const float* x, int64_t K, int8_t* q, float* d) {
 }
 
 void quantize_act_int16(const float* x, int64_t K, int16_t* q, float* d) {
+  // Vectorised (prefill rounds every activation row of every quantized matrix): the maximum is
+  // exact in any order and vcvtps2dq rounds to nearest even like nearbyint in the default mode,
+  // so both loops give the scalar tails' values bit for bit.
   float amax = 0.0f;
-  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  __m512 vmax = _mm512_setzero_ps();
+  for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+  amax = _mm512_reduce_max_ps(vmax);
+#endif
+  for (; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
   *d = amax / 32767.0f;
   const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-  for (int64_t k = 0; k < K; ++k)
+  k = 0;
+#if defined(__AVX512F__)
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i lo = _mm512_set1_epi32(-32767), hi = _mm512_set1_epi32(32767);
+  for (; k + 16 <= K; k += 16) {
+    __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), vinv));
+    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), _mm512_cvtepi32_epi16(v));
+  }
+#endif
+  for (; k < K; ++k)
     q[k] = int16_t(std::clamp(std::nearbyint(x[k] * inv), -32767.0f, 32767.0f));
 }
 

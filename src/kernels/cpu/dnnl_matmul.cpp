@@ -107,12 +107,68 @@ bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
   return true;
 }
 
+namespace {
+
+// (M, N, K, lda, ldw, ldc, a_unsigned, threads)
+using KeyI8 = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
+
+Prim primitive_i8(Dnnl& d, const KeyI8& key) {
+  static std::map<KeyI8, Prim>* cache = new std::map<KeyI8, Prim>;  // under d.mu
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto it = cache->find(key);
+  if (it != cache->end()) return it->second;
+  const auto [M, N, K, lda, ldw, ldc, a_unsigned, threads] = key;
+  (void)threads;
+  using dt = dnnl::memory::data_type;
+  const dnnl::memory::desc a_md({M, K}, a_unsigned ? dt::u8 : dt::s8, dnnl::memory::dims{lda, 1});
+  const dnnl::memory::desc w_md({K, N}, dt::s8, dnnl::memory::dims{1, ldw});
+  const dnnl::memory::desc c_md({M, N}, dt::s32, dnnl::memory::dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, d.eng);
+  Prim p{dnnl::matmul(pd), pd.scratchpad_desc()};
+  cache->emplace(key, p);
+  return p;
+}
+
+}  // namespace
+
+bool dnnl_matmul_i8(int64_t M, int64_t N, int64_t K, const void* A, bool a_unsigned, int64_t lda,
+                    const int8_t* W, int64_t ldw, int32_t* C, int64_t ldc) {
+  Dnnl& d = dnnl_state();
+  Prim prim;
+  try {
+    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    prim = primitive_i8(d, {M, N, K, lda, ldw, ldc, a_unsigned, threads});
+  } catch (const dnnl::error&) {
+    return false;
+  }
+  using dt = dnnl::memory::data_type;
+  dnnl::memory a({{M, K}, a_unsigned ? dt::u8 : dt::s8, dnnl::memory::dims{lda, 1}}, d.eng,
+                 const_cast<void*>(A));
+  dnnl::memory w({{K, N}, dt::s8, dnnl::memory::dims{1, ldw}}, d.eng, const_cast<int8_t*>(W));
+  dnnl::memory c({{M, N}, dt::s32, dnnl::memory::dims{ldc, 1}}, d.eng, C);
+  thread_local dnnl::stream strm(d.eng);
+  thread_local std::vector<uint8_t> scratch;
+  scratch.resize(std::max<size_t>(scratch.size(), prim.scratch.get_size()));
+  dnnl::memory sp(prim.scratch, d.eng, scratch.data());
+  prim.mm.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c},
+                         {DNNL_ARG_SCRATCHPAD, sp}});
+  strm.wait();
+  return true;
+}
+
 bool dnnl_available() { return true; }
 
 #else
 
 bool dnnl_matmul_bf16(int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*,
                       int64_t, float*, int64_t, const float*, bool, bool) {
+  return false;
+}
+
+bool dnnl_matmul_i8(int64_t, int64_t, int64_t, const void*, bool, int64_t, const int8_t*, int64_t,
+                    int32_t*, int64_t) {
   return false;
 }
 

@@ -13,6 +13,12 @@ bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
                       const uint16_t* W, int64_t ldw, float* C, int64_t ldc, const float* bias,
                       bool accumulate, bool w_kn = false);
 
+// C[M,N] (ldc, int32) = A[M,K] (lda; int8, or uint8 if a_unsigned) @ W[N,K]^T (ldw, int8), the
+// exact integer products (oneDNN's VNNI int8 matmul; the caller keeps each sum inside int32).
+// Returns false when oneDNN is not built in or rejects the shape.
+bool dnnl_matmul_i8(int64_t M, int64_t N, int64_t K, const void* A, bool a_unsigned, int64_t lda,
+                    const int8_t* W, int64_t ldw, int32_t* C, int64_t ldc);
+
 bool dnnl_available();
 
 }  // namespace jamba::cpu::detail

@@ -27,6 +27,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "core/alloc.h"
+#include "kernels/cpu/dnnl_matmul.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
 
@@ -427,6 +428,62 @@ std::vector<float> rounded_rows(const Common& c, const Round& round) {
 
 #endif  // !JAMBA_QUANT_VNNI
 
+// int8 with oneDNN, large M: each int16 activation splits exactly into a signed high byte and an
+// unsigned low byte (q = 256 hi + lo, hi in [-128, 127], lo in [0, 255]); two int8 matmuls on the
+// weights in place give both integer dots, combined exactly in double: the streaming kernels'
+// integer dot (float rounding aside), at oneDNN's VNNI int8 rate. False: not taken.
+bool gemm_q8_dnnl(const GemmQ8Args& a) {
+  const int64_t M = a.M, N = a.N, K = a.K;
+  // Sums stay in int32: |hi * w| <= 128 * 127 per product, |lo * w| <= 255 * 127 (K < 66,000).
+  if (!detail::dnnl_available() || K > 65536) return false;
+  // Kept per calling thread between calls: fresh buffers cost page faults on every prefill chunk.
+  thread_local AlignedVector<int8_t> hi;
+  thread_local AlignedVector<uint8_t> lo;
+  thread_local std::vector<float> da;
+  thread_local std::vector<int32_t> chi, clo;
+  auto fit = [](auto& v, int64_t n) {
+    if (v.size() < size_t(n)) v.resize(size_t(n));
+  };
+  fit(hi, M * K);
+  fit(lo, M * K);
+  fit(da, M);
+  fit(chi, M * N);
+  fit(clo, M * N);
+  // Plain pointers: inside the parallel regions below a thread_local name is the worker's own.
+  int8_t* const hp = hi.data();
+  uint8_t* const lp = lo.data();
+  float* const dp = da.data();
+  int32_t* const chp = chi.data();
+  int32_t* const clp = clo.data();
+#pragma omp parallel
+  {
+    std::vector<int16_t> q(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < M; ++m) {
+      quantize_act_int16(a.A + m * a.lda, K, q.data(), dp + m);
+      int8_t* h = hp + m * K;
+      uint8_t* l = lp + m * K;
+      for (int64_t k = 0; k < K; ++k) {
+        h[k] = int8_t(q[size_t(k)] >> 8);
+        l[k] = uint8_t(q[size_t(k)] & 0xFF);
+      }
+    }
+  }
+  if (!detail::dnnl_matmul_i8(M, N, K, hp, false, K, a.W, a.ldw, chp, N) ||
+      !detail::dnnl_matmul_i8(M, N, K, lp, true, K, a.W, a.ldw, clp, N))
+    return false;
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      const size_t i = size_t(m * N + n);
+      const double dot = 256.0 * double(chp[i]) + double(clp[i]);
+      const float v = a.scale[n] * dp[m] * float(dot) + (a.bias ? a.bias[n] : 0.0f);
+      float& y = a.C[m * a.ldc + n];
+      y = a.accumulate ? y + v : v;
+    }
+  return true;
+}
+
 }  // namespace
 
 void gemm_q8(const GemmQ8Args& a) {
@@ -436,6 +493,7 @@ void gemm_q8(const GemmQ8Args& a) {
     stream<GemmQ8Args, DotQ8>(c, a);
     return;
   }
+  if (gemm_q8_dnnl(a)) return;
 #if JAMBA_QUANT_VNNI
   blocked<GemmQ8Args, DotQ8>(c, a);
 #else
