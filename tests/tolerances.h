@@ -144,22 +144,21 @@ constexpr double kInt8Top1 = 0.93;
 constexpr float kQ4Logits = 15.0f;
 constexpr double kQ4Top1 = 0.55;
 // q4 vs its dequantized float32 model on the residual stream after layer 1, max |diff| relative
-// to max |h|: the activations rounded to int8 per group of 32 (step 1/127 of the group's max).
-// Measured 0.0101 (gqa-moe), 0.0116 (jamba-layout); after the next layer, an MoE one, 0.015 ..
-// 0.062 (routing flips), hence layer 1 only. A scale / nibble / stride mistake gives O(1).
+// to max |h|, in both regimes (kernels.h). Decode (chunks of 8, M <= 32): the activations rounded
+// to int8 per group of 32 (step 1/127 of the group's max): measured 0.0101 (gqa-moe), 0.0116
+// (jamba-layout). Prefill (one forward, M > 32): activations to int16 per row, weights rounded
+// again to int8 per row (step max|w| / 127, ~1/16 of a group's q4 step): 0.0079, 0.0114. After the
+// next layer, an MoE one, 0.015 .. 0.062 (routing flips), hence layer 1 only. A scale / nibble /
+// stride mistake gives O(1). (The two regimes then differ by up to ~1.5e-2 from each other: each
+// is held to this bound rather than to the other.)
 constexpr float kQ4ActRoundingHidden = 0.03f;
-// q4 model, one forward (M > 32) vs chunks of 8 tokens (M <= 32), residual stream after layer 1
-// relative to max |h|: the same products in another float32 order, plus the rare activation
-// that float noise moves across an int8 rounding boundary (one step). Measured 1.4e-3 on
-// gqa-moe; regimes that disagree on the activation rounding (one rounds, one does not) give the
-// ~1.1e-2 of kQ4ActRoundingHidden.
-constexpr float kQ4PathsHidden = 5e-3f;
 // int8 vs its dequantized float32 model, the same measure: the activations rounded per row to
 // int16 (step 1/32767 of the row's max, ~260x finer than q4's per-group int8 step, coarser for
 // rows with outliers). Measured 6.0e-5 (gqa-moe), 4.9e-5 (jamba-layout), i.e. q4's figure / ~200;
 // f32 activations would give ~1e-6 and int8-rounded ones ~1e-2, a lost scale O(1).
 constexpr float kInt8ActRoundingHidden = 2e-4f;
-// int8 model, one forward vs chunks of 8, as kQ4PathsHidden: measured 3.6e-5 (gqa-moe), the
+// int8 model, one forward vs chunks of 8, max |diff| relative to max |h|: measured 3.6e-5
+// (gqa-moe) when prefill ran sgemm, 0 since it computes the decode kernels' integer dots; the
 // float32 noise plus activations moved across an int16 rounding boundary.
 constexpr float kInt8PathsHidden = 1.5e-4f;
 

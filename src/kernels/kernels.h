@@ -144,9 +144,14 @@ struct GemmQ8Args {
   bool accumulate = false;
 };
 // q4: W [N, q4_row_bytes(K)] packed groups, row stride ldw bytes; scale [N, q4_groups(K)] with
-// row stride lds. The activations are rounded too, per row and group of 32, to int8 with scale
-// max|x| / 127 (quantize_act_q4), so a group's product is an integer dot scaled by both scales:
+// row stride lds. Up to kQ4StreamMaxM rows (decode, small batches) the activations are rounded
+// too, per row and group of 32, to int8 with scale max|x| / 127 (quantize_act_q4), so a group's
+// product is an integer dot scaled by both scales:
 // C[m,n] = sum_g sw[n,g] * da[m,g] * sum_{k in g} q[n,k] * qa[m,k] (then bias / accumulate).
+// More rows (prefill): each weight row is rounded again to int8 with one scale per row
+// (requantize_row_q4_int8: steps of max|w| / 127, ~1/16 of a q4 group's step) and the product is
+// the int8 one above (activations per row to int16), which runs at the int8 GEMM's rate.
+inline constexpr int64_t kQ4StreamMaxM = 32;
 struct GemmQ4Args {
   int64_t M, N, K;
   const float* A;

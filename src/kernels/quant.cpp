@@ -88,4 +88,51 @@ void dequantize_row_q4(const uint8_t* q, const float* scales, int64_t K, float* 
   for (int64_t k = 0; k < K; ++k) out[k] = scales[k / kQ4Group] * float(q4_value(q, k));
 }
 
+void requantize_row_q4_int8(const uint8_t* q, const float* scales, int64_t K, int8_t* out,
+                            float* scale) {
+  // Two passes over the values (the maximum, then the rounding), each vectorised per full group
+  // with the scalar formula on a last partial group: the same floats in both (s * q), vcvtps2dq
+  // rounding to nearest even like nearbyint in the default mode.
+  const int64_t full = K / kQ4Group;
+  float amax = 0.0f;
+#if defined(__AVX512F__)
+  const __m512i low = _mm512_set1_epi32(0x0F), eight = _mm512_set1_epi32(8);
+  auto group = [&](int64_t g, __m512& v0, __m512& v1) __attribute__((always_inline)) {
+    const __m512i b = _mm512_cvtepu8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * kQ4GroupBytes)));
+    const __m512 sc = _mm512_set1_ps(scales[g]);
+    v0 = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(b, low), eight)));
+    v1 = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(b, 4), eight)));
+  };
+  __m512 vmax = _mm512_setzero_ps();
+  for (int64_t g = 0; g < full; ++g) {
+    __m512 v0, v1;
+    group(g, v0, v1);
+    vmax = _mm512_max_ps(vmax, _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+  }
+  amax = _mm512_reduce_max_ps(vmax);
+  const int64_t k_simd = full * kQ4Group;
+#else
+  const int64_t k_simd = 0;
+#endif
+  auto value = [&](int64_t k) { return scales[k / kQ4Group] * float(q4_value(q, k)); };
+  for (int64_t k = k_simd; k < K; ++k) amax = std::max(amax, std::fabs(value(k)));
+  *scale = amax / 127.0f;
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+#if defined(__AVX512F__)
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  for (int64_t g = 0; g < full; ++g) {
+    __m512 v0, v1;
+    group(g, v0, v1);
+    const __m512i r0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vinv)), lo), hi);
+    const __m512i r1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, vinv)), lo), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g * kQ4Group), _mm512_cvtepi32_epi8(r0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g * kQ4Group + 16), _mm512_cvtepi32_epi8(r1));
+  }
+#endif
+  for (int64_t k = k_simd; k < K; ++k)
+    out[k] = int8_t(std::clamp(std::nearbyint(value(k) * inv), -127.0f, 127.0f));
+}
+
 }  // namespace jamba

@@ -37,6 +37,12 @@ void quantize_act_q4(const float* x, int64_t K, int8_t* q, float* d);
 // x is 0). 16-bit steps of the row's largest magnitude: ~4e-4 of bf16's relative step at it.
 void quantize_act_int16(const float* x, int64_t K, int16_t* q, float* d);
 
+// A q4 row [q4_row_bytes(K)] with its group scales rounded again to int8 with one scale per row,
+// for the large-M q4 product (kernels.h, GemmQ4Args): v[k] = s[g] * q (float, as
+// dequantize_row_q4), *scale = max|v| / 127, out[k] = nearest-even(v[k] * (127 / max|v|)).
+void requantize_row_q4_int8(const uint8_t* q, const float* scales, int64_t K, int8_t* out,
+                            float* scale);
+
 // The exact inverse used by the reference kernels: out[k] = s * q (float arithmetic).
 void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out);
 void dequantize_row_q4(const uint8_t* q, const float* scales, int64_t K, float* out);

@@ -36,7 +36,7 @@ namespace jamba::cpu {
 namespace {
 
 constexpr int64_t kMaxSmallM = 8;    // activation rows per register-blocked pass
-constexpr int64_t kStreamMaxM = 32;  // up to this many rows, stream the weights M/8 times
+constexpr int64_t kStreamMaxM = kQ4StreamMaxM;  // up to this many rows, stream the weights M/8 times
 
 // The fields both argument structs share.
 struct Common {
@@ -372,23 +372,6 @@ void widen_q8(const int8_t* q, float scale, int64_t K, float* out) {
   for (; k < K; ++k) out[k] = scale * float(q[k]);
 }
 
-void widen_q4(const uint8_t* q, const float* s, int64_t K, float* out) {
-  int64_t k = 0;
-#if defined(__AVX512F__)
-  const __m512i low = _mm512_set1_epi32(0x0F);
-  for (int64_t g = 0; g < K / kQ4Group; ++g, k += kQ4Group) {
-    const __m512i v = _mm512_cvtepu8_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * kQ4GroupBytes)));
-    const __m512 sc = _mm512_set1_ps(s[g]), off = _mm512_set1_ps(-8.0f * s[g]);
-    const __m512 n0 = _mm512_cvtepi32_ps(_mm512_and_si512(v, low));
-    const __m512 n1 = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
-    _mm512_storeu_ps(out + k, _mm512_fmadd_ps(n0, sc, off));
-    _mm512_storeu_ps(out + k + 16, _mm512_fmadd_ps(n1, sc, off));
-  }
-#endif
-  for (; k < K; ++k) out[k] = s[k / kQ4Group] * float(q4_value(q, k));
-}
-
 // Panels of NB weight rows widened to f32 (per thread), each multiplied by all M rows with a
 // single-threaded sgemm inside the parallel loop (the OpenMP OpenBLAS runs serially there).
 template <typename Widen>
@@ -518,24 +501,18 @@ void gemm_q4(const GemmQ4Args& a) {
     stream<GemmQ4Args, DotQ4>(c, a);
     return;
   }
-#if JAMBA_QUANT_VNNI
-  blocked<GemmQ4Args, DotQ4>(c, a);
-#else
-  // The activations rounded per group (kernels.h), as f32 for sgemm.
-  const int64_t G = q4_groups(a.K);
-  const std::vector<float> Ar = rounded_rows(c, [&](const float* x, float* out) {
-    std::vector<int8_t> q(static_cast<size_t>(G * kQ4Group));
-    std::vector<float> d(static_cast<size_t>(G));
-    quantize_act_q4(x, a.K, q.data(), d.data());
-    for (int64_t k = 0; k < a.K; ++k) out[k] = d[size_t(k / kQ4Group)] * float(q[size_t(k)]);
-  });
-  Common r = c;
-  r.A = Ar.data();
-  r.lda = a.K;
-  panels(r, [&](int64_t n, float* out) {
-    widen_q4(a.W + n * a.ldw, a.scale + n * a.lds, a.K, out);
-  });
-#endif
+  // Prefill (kernels.h): the rows rounded again to int8 per row, then the int8 product.
+  thread_local AlignedVector<int8_t> w8;
+  thread_local std::vector<float> s8;
+  if (w8.size() < size_t(a.N * a.K)) w8.resize(size_t(a.N * a.K));
+  if (s8.size() < size_t(a.N)) s8.resize(size_t(a.N));
+  int8_t* const wp = w8.data();  // plain pointers: in the region a thread_local is the worker's
+  float* const sp = s8.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < a.N; ++n)
+    requantize_row_q4_int8(a.W + n * a.ldw, a.scale + n * a.lds, a.K, wp + n * a.K, sp + n);
+  gemm_q8({.M = a.M, .N = a.N, .K = a.K, .A = a.A, .lda = a.lda, .W = wp, .ldw = a.K, .scale = sp,
+           .C = a.C, .ldc = a.ldc, .bias = a.bias, .accumulate = a.accumulate});
 }
 
 }  // namespace jamba::cpu

@@ -25,6 +25,17 @@ void gemm_q8(const GemmQ8Args& a) {
 }
 
 void gemm_q4(const GemmQ4Args& a) {
+  if (a.M > kQ4StreamMaxM) {  // prefill: the rows rounded again to int8, then the int8 product
+    std::vector<int8_t> w8(static_cast<size_t>(a.N * a.K));
+    std::vector<float> s8(static_cast<size_t>(a.N));
+    for (int64_t n = 0; n < a.N; ++n)
+      requantize_row_q4_int8(a.W + n * a.ldw, a.scale + n * a.lds, a.K, w8.data() + n * a.K,
+                             &s8[size_t(n)]);
+    gemm_q8({.M = a.M, .N = a.N, .K = a.K, .A = a.A, .lda = a.lda, .W = w8.data(), .ldw = a.K,
+             .scale = s8.data(), .C = a.C, .ldc = a.ldc, .bias = a.bias,
+             .accumulate = a.accumulate});
+    return;
+  }
   const int64_t G = q4_groups(a.K);
   std::vector<int8_t> qa(static_cast<size_t>(G * kQ4Group));
   std::vector<float> da(static_cast<size_t>(G));
