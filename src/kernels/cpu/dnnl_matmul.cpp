@@ -73,6 +73,19 @@ Prim primitive(Dnnl& d, const Key& key) {
   return p;
 }
 
+// Runs a primitive on this thread's stream with this thread's scratchpad. One stream per thread:
+// callers may run GEMMs from several threads (MoE experts side by side).
+void execute(Dnnl& d, const Prim& prim, const dnnl::memory& a, const dnnl::memory& w,
+             const dnnl::memory& c) {
+  thread_local dnnl::stream strm(d.eng);
+  thread_local std::vector<uint8_t> scratch;
+  scratch.resize(std::max<size_t>(scratch.size(), prim.scratch.get_size()));
+  dnnl::memory sp(prim.scratch, d.eng, scratch.data());
+  prim.mm.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c},
+                         {DNNL_ARG_SCRATCHPAD, sp}});
+  strm.wait();
+}
+
 }  // namespace
 
 bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
@@ -96,14 +109,7 @@ bool dnnl_matmul_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
   dnnl::memory a({{M, K}, dt::bf16, dnnl::memory::dims{lda, 1}}, d.eng, const_cast<uint16_t*>(A));
   dnnl::memory w({{K, N}, dt::bf16, w_strides(ldw, w_kn)}, d.eng, const_cast<uint16_t*>(W));
   dnnl::memory c({{M, N}, dt::f32, dnnl::memory::dims{ldc, 1}}, d.eng, C);
-  // One stream per thread: callers may run GEMMs from several threads (MoE experts side by side).
-  thread_local dnnl::stream strm(d.eng);
-  thread_local std::vector<uint8_t> scratch;
-  scratch.resize(std::max<size_t>(scratch.size(), prim.scratch.get_size()));
-  dnnl::memory sp(prim.scratch, d.eng, scratch.data());
-  prim.mm.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c},
-                         {DNNL_ARG_SCRATCHPAD, sp}});
-  strm.wait();
+  execute(d, prim, a, w, c);
   return true;
 }
 
@@ -148,13 +154,7 @@ bool dnnl_matmul_i8(int64_t M, int64_t N, int64_t K, const void* A, bool a_unsig
                  const_cast<void*>(A));
   dnnl::memory w({{K, N}, dt::s8, dnnl::memory::dims{1, ldw}}, d.eng, const_cast<int8_t*>(W));
   dnnl::memory c({{M, N}, dt::s32, dnnl::memory::dims{ldc, 1}}, d.eng, C);
-  thread_local dnnl::stream strm(d.eng);
-  thread_local std::vector<uint8_t> scratch;
-  scratch.resize(std::max<size_t>(scratch.size(), prim.scratch.get_size()));
-  dnnl::memory sp(prim.scratch, d.eng, scratch.data());
-  prim.mm.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c},
-                         {DNNL_ARG_SCRATCHPAD, sp}});
-  strm.wait();
+  execute(d, prim, a, w, c);
   return true;
 }
 
