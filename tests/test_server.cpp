@@ -248,7 +248,9 @@ TEST(PrefixCacheTree, RandomisedAgainstLinearScan) {
       }
     const Snapshot* s = c.lookup(p);
     ASSERT_EQ(s != nullptr, found);
-    if (s) ASSERT_EQ(s->tokens.size(), want);
+    if (s) {
+      ASSERT_EQ(s->tokens.size(), want);
+    }
   }
   EXPECT_EQ(c.size(), keys.size());
 }
@@ -311,7 +313,9 @@ TEST(EngineServing, PrefillBudgetSlicesNewPromptsBetweenDecodeSteps) {
   while (!e.finished(b) && e.active_count() > 0) {
     e.step();
     ++steps;
-    if (steps <= 5) EXPECT_EQ(tokens_a, 1 + steps);
+    if (steps <= 5) {
+      EXPECT_EQ(tokens_a, 1 + steps);
+    }
   }
   EXPECT_GE(steps, 5 + 3);
   e.run_until_idle();
@@ -617,7 +621,9 @@ TEST_F(ServerTest, MultiTurnResumesAfterThePreviousAnswer) {
     msgs.push_back({{"role", "user"}, {"content", "Tell me of the " + std::to_string(turn + 1) + " day."}});
     const json r = call("/v1/chat/completions", {{"messages", msgs}, {"max_tokens", 10}, {"temperature", 0}});
     const int64_t cached = r["usage"]["prompt_tokens_details"]["cached_tokens"];
-    if (turn > 0) EXPECT_GE(cached, prev_prompt + prev_completion - 1) << "turn " << turn;
+    if (turn > 0) {
+      EXPECT_GE(cached, prev_prompt + prev_completion - 1) << "turn " << turn;
+    }
     prev_prompt = r["usage"]["prompt_tokens"];
     prev_completion = r["usage"]["completion_tokens"];
     msgs.push_back({{"role", "assistant"}, {"content", r["choices"][0]["message"]["content"]}});
