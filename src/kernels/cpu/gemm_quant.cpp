@@ -2,9 +2,10 @@
 // (see kernels.h, kernels/quant.h). The structure of gemm_bf16.cpp: M <= 32 streams the
 // quantized weights (decode is memory-bound: int8 multiplies its sign-extended weights with
 // int16-rounded activations, q4 its nibbles with int8-rounded ones, by AVX-512 VNNI, each
-// weight load serving up to 8 activation rows); larger M runs the same dots over panels of
-// weight rows that stay in the cache while every activation row passes (VNNI builds: 5x the
-// f32 rate of widening to f32 for sgemm, which other builds still do).
+// weight load serving up to 8 activation rows). Larger M: int8 runs oneDNN's VNNI int8 matmul
+// on the exact byte split of its int16 activations (gemm_q8_dnnl), or without oneDNN the same
+// dots as decode over cached panels of weight rows (blocked; sgemm on widened panels without
+// VNNI); q4 rounds its rows again to int8 per row and takes the int8 path (kernels.h).
 #include <cblas.h>
 #include <omp.h>
 
@@ -15,8 +16,8 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
-// Large M runs the streaming kernels over cached panels where they are VNNI (blocked() below);
-// elsewhere it widens the weights to f32 for sgemm.
+// int8 at large M without oneDNN: the streaming kernels over cached panels where they are VNNI
+// (blocked() below); elsewhere the weights widened to f32 for sgemm.
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define JAMBA_QUANT_VNNI 1
 #else
@@ -166,7 +167,6 @@ struct DotQ4 {
     da.resize(static_cast<size_t>(rows * G));
     dpat.assign(static_cast<size_t>(rows * quads * 16), 0.0f);
     c.resize(static_cast<size_t>(rows * G));
-#pragma omp parallel for schedule(static) if (rows > kMaxSmallM)
     for (int64_t m = 0; m < rows; ++m) {
       int8_t* q = qa.data() + m * G * kQ4Group;
       float* d = da.data() + m * G;
@@ -415,6 +415,12 @@ std::vector<float> rounded_rows(const Common& c, const Round& round) {
 // unsigned low byte (q = 256 hi + lo, hi in [-128, 127], lo in [0, 255]); two int8 matmuls on the
 // weights in place give both integer dots, combined exactly in double: the streaming kernels'
 // integer dot (float rounding aside), at oneDNN's VNNI int8 rate. False: not taken.
+// Grows a per-thread scratch vector to at least n elements (never shrinks, never clears).
+template <typename V>
+void grow(V& v, int64_t n) {
+  if (v.size() < size_t(n)) v.resize(size_t(n));
+}
+
 bool gemm_q8_dnnl(const GemmQ8Args& a) {
   const int64_t M = a.M, N = a.N, K = a.K;
   // Sums stay in int32: |hi * w| <= 128 * 127 per product, |lo * w| <= 255 * 127 (K < 66,000).
@@ -424,14 +430,11 @@ bool gemm_q8_dnnl(const GemmQ8Args& a) {
   thread_local AlignedVector<uint8_t> lo;
   thread_local std::vector<float> da;
   thread_local std::vector<int32_t> chi, clo;
-  auto fit = [](auto& v, int64_t n) {
-    if (v.size() < size_t(n)) v.resize(size_t(n));
-  };
-  fit(hi, M * K);
-  fit(lo, M * K);
-  fit(da, M);
-  fit(chi, M * N);
-  fit(clo, M * N);
+  grow(hi, M * K);
+  grow(lo, M * K);
+  grow(da, M);
+  grow(chi, M * N);
+  grow(clo, M * N);
   // Plain pointers: inside the parallel regions below a thread_local name is the worker's own.
   int8_t* const hp = hi.data();
   uint8_t* const lp = lo.data();
@@ -504,8 +507,8 @@ void gemm_q4(const GemmQ4Args& a) {
   // Prefill (kernels.h): the rows rounded again to int8 per row, then the int8 product.
   thread_local AlignedVector<int8_t> w8;
   thread_local std::vector<float> s8;
-  if (w8.size() < size_t(a.N * a.K)) w8.resize(size_t(a.N * a.K));
-  if (s8.size() < size_t(a.N)) s8.resize(size_t(a.N));
+  grow(w8, a.N * a.K);
+  grow(s8, a.N);
   int8_t* const wp = w8.data();  // plain pointers: in the region a thread_local is the worker's
   float* const sp = s8.data();
 #pragma omp parallel for schedule(static)
