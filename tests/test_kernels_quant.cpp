@@ -63,12 +63,13 @@ TEST(QuantRows, ActInt16MatchesScalarFormula) {
   }
 }
 
-// The large-M q4 product's requantization (vectorised per full group) against its formula in
-// scalar code, over partial last groups; and its step is the int8 one of the q4 values.
+// The large-M q4 product's requantization (tables per group, vectorised per 4 full groups)
+// against its formula in scalar code, over partial last groups and group counts that are not a
+// multiple of 4; and its step is the int8 one of the q4 values.
 TEST(QuantRows, Q4RequantizeToInt8MatchesScalarFormula) {
   std::mt19937 rng(9);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (const int64_t K : {1, 31, 32, 33, 64, 95, 200, 1037}) {
+  for (const int64_t K : {1, 31, 32, 33, 64, 95, 128, 200, 288, 1037}) {
     std::vector<float> w(static_cast<size_t>(K));
     for (float& v : w) v = nd(rng);
     std::vector<uint8_t> q(static_cast<size_t>(q4_row_bytes(K)));
@@ -84,7 +85,8 @@ TEST(QuantRows, Q4RequantizeToInt8MatchesScalarFormula) {
     EXPECT_EQ(s8, amax / 127.0f) << "K=" << K;
     const float inv = 127.0f / amax;
     for (int64_t k = 0; k < K; ++k) {
-      const float want = std::clamp(std::nearbyint(v[size_t(k)] * inv), -127.0f, 127.0f);
+      const float f = sc[size_t(k / kQ4Group)] * inv;
+      const float want = std::clamp(std::nearbyint(float(q4_value(q.data(), k)) * f), -127.0f, 127.0f);
       EXPECT_EQ(out[size_t(k)], int8_t(want)) << "K=" << K << " k=" << k;
       EXPECT_LE(std::fabs(s8 * float(out[size_t(k)]) - v[size_t(k)]), 0.5001f * s8);
     }

@@ -149,8 +149,10 @@ struct GemmQ8Args {
 // product is an integer dot scaled by both scales:
 // C[m,n] = sum_g sw[n,g] * da[m,g] * sum_{k in g} q[n,k] * qa[m,k] (then bias / accumulate).
 // More rows (prefill): each weight row is rounded again to int8 with one scale per row
-// (requantize_row_q4_int8: steps of max|w| / 127, ~1/16 of a q4 group's step) and the product is
-// the int8 one above (activations per row to int16), which runs at the int8 GEMM's rate.
+// (requantize_row_q4_int8: steps of max|w| / 127, ~1/16 of a q4 group's step) and each activation
+// row to int8 with one scale per row (quantize_act_int8: max|x| / 127), so that the product is
+// one int8 x int8 matmul: C[m,n] = sw8[n] * da[m] * sum_k q8[n,k] * qa8[m,k] (the int8 type's
+// int16 activations need two, ~half the rate).
 inline constexpr int64_t kQ4StreamMaxM = 32;
 struct GemmQ4Args {
   int64_t M, N, K;

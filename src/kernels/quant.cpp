@@ -6,6 +6,9 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+// GCC 12 reports its own _mm512_undefined_*() inside the intrinsics as uninitialised.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace jamba {
 
@@ -52,10 +55,14 @@ void quantize_act_q4(const float* x, int64_t K, int8_t* q, float* d) {
   }
 }
 
-void quantize_act_int16(const float* x, int64_t K, int16_t* q, float* d) {
-  // Vectorised (prefill rounds every activation row of every quantized matrix): the maximum is
-  // exact in any order and vcvtps2dq rounds to nearest even like nearbyint in the default mode,
-  // so both loops give the scalar tails' values bit for bit.
+namespace {
+
+// One scale per row, d = max|x| / kMax, q = nearest-even(x * (kMax / max|x|)) in [-kMax, kMax]
+// (all 0 when x is 0). Vectorised (prefill rounds every activation row of every quantized
+// matrix): the maximum is exact in any order and vcvtps2dq rounds to nearest even like nearbyint
+// in the default mode, so both loops give the scalar tails' values bit for bit.
+template <typename T, int kMax>
+void quantize_act_row(const float* x, int64_t K, T* q, float* d) {
   float amax = 0.0f;
   int64_t k = 0;
 #if defined(__AVX512F__)
@@ -64,20 +71,33 @@ void quantize_act_int16(const float* x, int64_t K, int16_t* q, float* d) {
   amax = _mm512_reduce_max_ps(vmax);
 #endif
   for (; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
-  *d = amax / 32767.0f;
-  const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+  *d = amax / float(kMax);
+  const float inv = amax > 0.0f ? float(kMax) / amax : 0.0f;
   k = 0;
 #if defined(__AVX512F__)
   const __m512 vinv = _mm512_set1_ps(inv);
-  const __m512i lo = _mm512_set1_epi32(-32767), hi = _mm512_set1_epi32(32767);
+  const __m512i lo = _mm512_set1_epi32(-kMax), hi = _mm512_set1_epi32(kMax);
   for (; k + 16 <= K; k += 16) {
     __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), vinv));
     v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), _mm512_cvtepi32_epi16(v));
+    if constexpr (sizeof(T) == 2)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), _mm512_cvtepi32_epi16(v));
+    else
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(v));
   }
 #endif
   for (; k < K; ++k)
-    q[k] = int16_t(std::clamp(std::nearbyint(x[k] * inv), -32767.0f, 32767.0f));
+    q[k] = T(std::clamp(std::nearbyint(x[k] * inv), -float(kMax), float(kMax)));
+}
+
+}  // namespace
+
+void quantize_act_int16(const float* x, int64_t K, int16_t* q, float* d) {
+  quantize_act_row<int16_t, 32767>(x, K, q, d);
+}
+
+void quantize_act_int8(const float* x, int64_t K, int8_t* q, float* d) {
+  quantize_act_row<int8_t, 127>(x, K, q, d);
 }
 
 void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out) {
@@ -90,49 +110,50 @@ void dequantize_row_q4(const uint8_t* q, const float* scales, int64_t K, float* 
 
 void requantize_row_q4_int8(const uint8_t* q, const float* scales, int64_t K, int8_t* out,
                             float* scale) {
-  // Two passes over the values (the maximum, then the rounding), each vectorised per full group
-  // with the scalar formula on a last partial group: the same floats in both (s * q), vcvtps2dq
-  // rounding to nearest even like nearbyint in the default mode.
-  const int64_t full = K / kQ4Group;
-  float amax = 0.0f;
-#if defined(__AVX512F__)
-  const __m512i low = _mm512_set1_epi32(0x0F), eight = _mm512_set1_epi32(8);
-  auto group = [&](int64_t g, __m512& v0, __m512& v1) __attribute__((always_inline)) {
-    const __m512i b = _mm512_cvtepu8_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * kQ4GroupBytes)));
-    const __m512 sc = _mm512_set1_ps(scales[g]);
-    v0 = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(b, low), eight)));
-    v1 = _mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(b, 4), eight)));
-  };
-  __m512 vmax = _mm512_setzero_ps();
-  for (int64_t g = 0; g < full; ++g) {
-    __m512 v0, v1;
-    group(g, v0, v1);
-    vmax = _mm512_max_ps(vmax, _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-  }
-  amax = _mm512_reduce_max_ps(vmax);
-  const int64_t k_simd = full * kQ4Group;
-#else
-  const int64_t k_simd = 0;
-#endif
-  auto value = [&](int64_t k) { return scales[k / kQ4Group] * float(q4_value(q, k)); };
-  for (int64_t k = k_simd; k < K; ++k) amax = std::max(amax, std::fabs(value(k)));
+  // |q| <= 8, so 8 * max|s| bounds every value (and is their maximum for rows quantize_row_q4
+  // wrote: each group's largest element is exactly -8 * s). A group then needs only the 16
+  // values t[j] = nearest-even((j - 8) * (s * inv)) of its nibbles: a table per group, looked up
+  // by pshufb, 4 groups per 512-bit step (each 128-bit lane its own group's table and bytes).
+  const int64_t G = q4_groups(K), full = K / kQ4Group;
+  float smax = 0.0f;
+  for (int64_t g = 0; g < G; ++g) smax = std::max(smax, std::fabs(scales[g]));
+  const float amax = 8.0f * smax;
   *scale = amax / 127.0f;
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-#if defined(__AVX512F__)
-  const __m512 vinv = _mm512_set1_ps(inv);
-  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-  for (int64_t g = 0; g < full; ++g) {
-    __m512 v0, v1;
-    group(g, v0, v1);
-    const __m512i r0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vinv)), lo), hi);
-    const __m512i r1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, vinv)), lo), hi);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g * kQ4Group), _mm512_cvtepi32_epi8(r0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g * kQ4Group + 16), _mm512_cvtepi32_epi8(r1));
+  auto entry = [](int j, float f) {
+    return int8_t(std::clamp(std::nearbyint(float(j - 8) * f), -127.0f, 127.0f));
+  };
+  int64_t g = 0;
+#if defined(__AVX512BW__)
+  const __m512 jv = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+  const __m512i lim = _mm512_set1_epi32(127), low = _mm512_set1_epi8(0x0F);
+  const __m512i lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+  const __m512i hi_idx = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+  auto table = [&](int64_t gi) {  // t[0..15] of group gi, as 16 bytes
+    __m512i t = _mm512_cvtps_epi32(_mm512_mul_ps(jv, _mm512_set1_ps(scales[gi] * inv)));
+    t = _mm512_min_epi32(_mm512_max_epi32(t, _mm512_sub_epi32(_mm512_setzero_si512(), lim)), lim);
+    return _mm512_cvtepi32_epi8(t);
+  };
+  for (; g + 4 <= full; g += 4) {
+    __m512i tbl = _mm512_castsi128_si512(table(g));
+    tbl = _mm512_inserti32x4(tbl, table(g + 1), 1);
+    tbl = _mm512_inserti32x4(tbl, table(g + 2), 2);
+    tbl = _mm512_inserti32x4(tbl, table(g + 3), 3);
+    const __m512i raw = _mm512_loadu_si512(q + g * kQ4GroupBytes);
+    // lane i: values 0-15 (low nibbles) and 16-31 (high nibbles) of group g + i
+    const __m512i lo = _mm512_shuffle_epi8(tbl, _mm512_and_si512(raw, low));
+    const __m512i hi = _mm512_shuffle_epi8(tbl, _mm512_and_si512(_mm512_srli_epi16(raw, 4), low));
+    _mm512_storeu_si512(out + g * kQ4Group, _mm512_permutex2var_epi64(lo, lo_idx, hi));
+    _mm512_storeu_si512(out + g * kQ4Group + 64, _mm512_permutex2var_epi64(lo, hi_idx, hi));
   }
 #endif
-  for (int64_t k = k_simd; k < K; ++k)
-    out[k] = int8_t(std::clamp(std::nearbyint(value(k) * inv), -127.0f, 127.0f));
+  for (; g < G; ++g) {
+    int8_t t[16];
+    const float f = scales[g] * inv;
+    for (int j = 0; j < 16; ++j) t[j] = entry(j, f);
+    for (int64_t k = g * kQ4Group; k < std::min(K, (g + 1) * kQ4Group); ++k)
+      out[k] = t[q4_value(q, k) + 8];
+  }
 }
 
 }  // namespace jamba

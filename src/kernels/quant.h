@@ -37,9 +37,15 @@ void quantize_act_q4(const float* x, int64_t K, int8_t* q, float* d);
 // x is 0). 16-bit steps of the row's largest magnitude: ~4e-4 of bf16's relative step at it.
 void quantize_act_int16(const float* x, int64_t K, int16_t* q, float* d);
 
+// Activations of the large-M q4 product (kernels.h, GemmQ4Args): x [K] -> q [K], *d, one scale
+// per row d = max|x| / 127 and q = nearest-even(x * (127 / max|x|)) in [-127, 127] (all 0 when
+// x is 0): the rounding of quantize_act_int16 with 8-bit steps.
+void quantize_act_int8(const float* x, int64_t K, int8_t* q, float* d);
+
 // A q4 row [q4_row_bytes(K)] with its group scales rounded again to int8 with one scale per row,
-// for the large-M q4 product (kernels.h, GemmQ4Args): v[k] = s[g] * q (float, as
-// dequantize_row_q4), *scale = max|v| / 127, out[k] = nearest-even(v[k] * (127 / max|v|)).
+// for the large-M q4 product (kernels.h, GemmQ4Args): with amax = 8 * max_g |s[g]| (the largest
+// |s[g] * q|: each group's largest element is q = -8), *scale = amax / 127 and out[k] =
+// nearest-even(q[k] * (s[g] * (127 / amax))) in [-127, 127] (0 for a zero row).
 void requantize_row_q4_int8(const uint8_t* q, const float* scales, int64_t K, int8_t* out,
                             float* scale);
 

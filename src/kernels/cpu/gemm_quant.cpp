@@ -54,7 +54,9 @@ struct Common {
 // products (int16 pairs) into 16 int32 lanes, from the weights sign-extended to int16 and the
 // rows' int16 values (zero-padded to a multiple of 32). A lane gains at most 2 * 127 * 32767
 // per step; the int32 sums move to f32 every kFlush columns (128 steps: <= 1.07e9 < 2^31).
-struct DotQ8 {
+// kAct8: the rows rounded to int8 instead (the large-M q4 product, kernels.h), held as int16.
+template <bool kAct8>
+struct DotQ8T {
   static constexpr int64_t kFlush = 4096;
   // Software prefetch distance (bytes; past a row's end it fetches the thread's next rows),
   // measured M = 8 / 4 on 10240 x 2560, 2 threads: 512 ahead 15 / 34 GB/s, 1024 18 / 38,
@@ -71,8 +73,16 @@ struct DotQ8 {
     qa.assign(static_cast<size_t>(rows * Kp), 0);
     da.resize(static_cast<size_t>(rows));
 #pragma omp parallel for schedule(static) if (rows > kMaxSmallM)
-    for (int64_t m = 0; m < rows; ++m)
-      quantize_act_int16(A + m * a.lda, a.K, qa.data() + m * Kp, &da[size_t(m)]);
+    for (int64_t m = 0; m < rows; ++m) {
+      int16_t* q = qa.data() + m * Kp;
+      if constexpr (kAct8) {
+        std::vector<int8_t> q8(static_cast<size_t>(a.K));
+        quantize_act_int8(A + m * a.lda, a.K, q8.data(), &da[size_t(m)]);
+        for (int64_t k = 0; k < a.K; ++k) q[k] = q8[size_t(k)];
+      } else {
+        quantize_act_int16(A + m * a.lda, a.K, q, &da[size_t(m)]);
+      }
+    }
   }
 
   template <int MR>
@@ -137,6 +147,7 @@ struct DotQ8 {
 #endif
   }
 };
+using DotQ8 = DotQ8T<false>;
 
 // One q4 weight row against MR activation rows rounded per group to int8 (kernels.h). Groups go
 // in quads: the 64 bytes of groups g0..g3 give, masked, their low nibbles (values 0-15 of each
@@ -411,17 +422,18 @@ std::vector<float> rounded_rows(const Common& c, const Round& round) {
 
 #endif  // !JAMBA_QUANT_VNNI
 
-// int8 with oneDNN, large M: each int16 activation splits exactly into a signed high byte and an
-// unsigned low byte (q = 256 hi + lo, hi in [-128, 127], lo in [0, 255]); two int8 matmuls on the
-// weights in place give both integer dots, combined exactly in double: the streaming kernels'
-// integer dot (float rounding aside), at oneDNN's VNNI int8 rate. False: not taken.
 // Grows a per-thread scratch vector to at least n elements (never shrinks, never clears).
 template <typename V>
 void grow(V& v, int64_t n) {
   if (v.size() < size_t(n)) v.resize(size_t(n));
 }
 
-bool gemm_q8_dnnl(const GemmQ8Args& a) {
+// The large-M product with oneDNN's VNNI int8 matmul on the weights in place. int16 activations
+// (the int8 type) split exactly into a signed high and an unsigned low byte (q = 256 hi + lo, hi
+// in [-128, 127], lo in [0, 255]): two matmuls give both integer dots, combined exactly in
+// double, i.e. the streaming kernels' integer dot (float rounding aside). int8 activations (act8,
+// the large-M q4 product) take one s8 x s8 matmul. False: not taken.
+bool gemm_q8_dnnl(const GemmQ8Args& a, bool act8) {
   const int64_t M = a.M, N = a.N, K = a.K;
   // Sums stay in int32: |hi * w| <= 128 * 127 per product, |lo * w| <= 255 * 127 (K < 66,000).
   if (!detail::dnnl_available() || K > 65536) return false;
@@ -431,10 +443,12 @@ bool gemm_q8_dnnl(const GemmQ8Args& a) {
   thread_local std::vector<float> da;
   thread_local std::vector<int32_t> chi, clo;
   grow(hi, M * K);
-  grow(lo, M * K);
   grow(da, M);
   grow(chi, M * N);
-  grow(clo, M * N);
+  if (!act8) {
+    grow(lo, M * K);
+    grow(clo, M * N);
+  }
   // Plain pointers: inside the parallel regions below a thread_local name is the worker's own.
   int8_t* const hp = hi.data();
   uint8_t* const lp = lo.data();
@@ -443,11 +457,15 @@ bool gemm_q8_dnnl(const GemmQ8Args& a) {
   int32_t* const clp = clo.data();
 #pragma omp parallel
   {
-    std::vector<int16_t> q(static_cast<size_t>(K));
+    std::vector<int16_t> q(act8 ? 0 : static_cast<size_t>(K));
 #pragma omp for schedule(static)
     for (int64_t m = 0; m < M; ++m) {
-      quantize_act_int16(a.A + m * a.lda, K, q.data(), dp + m);
       int8_t* h = hp + m * K;
+      if (act8) {
+        quantize_act_int8(a.A + m * a.lda, K, h, dp + m);
+        continue;
+      }
+      quantize_act_int16(a.A + m * a.lda, K, q.data(), dp + m);
       uint8_t* l = lp + m * K;
       for (int64_t k = 0; k < K; ++k) {
         h[k] = int8_t(q[size_t(k)] >> 8);
@@ -456,18 +474,48 @@ bool gemm_q8_dnnl(const GemmQ8Args& a) {
     }
   }
   if (!detail::dnnl_matmul_i8(M, N, K, hp, false, K, a.W, a.ldw, chp, N) ||
-      !detail::dnnl_matmul_i8(M, N, K, lp, true, K, a.W, a.ldw, clp, N))
+      (!act8 && !detail::dnnl_matmul_i8(M, N, K, lp, true, K, a.W, a.ldw, clp, N)))
     return false;
 #pragma omp parallel for schedule(static)
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
       const size_t i = size_t(m * N + n);
-      const double dot = 256.0 * double(chp[i]) + double(clp[i]);
+      const double dot = act8 ? double(chp[i]) : 256.0 * double(chp[i]) + double(clp[i]);
       const float v = a.scale[n] * dp[m] * float(dot) + (a.bias ? a.bias[n] : 0.0f);
       float& y = a.C[m * a.ldc + n];
       y = a.accumulate ? y + v : v;
     }
   return true;
+}
+
+// M > kStreamMaxM: activations rounded per row to int16, or to int8 (act8).
+void gemm_q8_large(const GemmQ8Args& a, bool act8) {
+  if (gemm_q8_dnnl(a, act8)) return;
+  const Common c{a.M, a.N, a.K, a.A, a.lda, a.C, a.ldc, a.bias, a.accumulate};
+#if JAMBA_QUANT_VNNI
+  if (act8)
+    blocked<GemmQ8Args, DotQ8T<true>>(c, a);
+  else
+    blocked<GemmQ8Args, DotQ8>(c, a);
+#else
+  // The rounded activations as f32 for sgemm.
+  const std::vector<float> Ar = rounded_rows(c, [&](const float* x, float* out) {
+    float d = 0.0f;
+    if (act8) {
+      std::vector<int8_t> q(static_cast<size_t>(a.K));
+      quantize_act_int8(x, a.K, q.data(), &d);
+      for (int64_t k = 0; k < a.K; ++k) out[k] = d * float(q[size_t(k)]);
+    } else {
+      std::vector<int16_t> q(static_cast<size_t>(a.K));
+      quantize_act_int16(x, a.K, q.data(), &d);
+      for (int64_t k = 0; k < a.K; ++k) out[k] = d * float(q[size_t(k)]);
+    }
+  });
+  Common r = c;
+  r.A = Ar.data();
+  r.lda = a.K;
+  panels(r, [&](int64_t n, float* out) { widen_q8(a.W + n * a.ldw, a.scale[n], a.K, out); });
+#endif
 }
 
 }  // namespace
@@ -479,22 +527,7 @@ void gemm_q8(const GemmQ8Args& a) {
     stream<GemmQ8Args, DotQ8>(c, a);
     return;
   }
-  if (gemm_q8_dnnl(a)) return;
-#if JAMBA_QUANT_VNNI
-  blocked<GemmQ8Args, DotQ8>(c, a);
-#else
-  // The activations rounded per row to int16 (kernels.h), as f32 for sgemm.
-  const std::vector<float> Ar = rounded_rows(c, [&](const float* x, float* out) {
-    std::vector<int16_t> q(static_cast<size_t>(a.K));
-    float d = 0.0f;
-    quantize_act_int16(x, a.K, q.data(), &d);
-    for (int64_t k = 0; k < a.K; ++k) out[k] = d * float(q[size_t(k)]);
-  });
-  Common r = c;
-  r.A = Ar.data();
-  r.lda = a.K;
-  panels(r, [&](int64_t n, float* out) { widen_q8(a.W + n * a.ldw, a.scale[n], a.K, out); });
-#endif
+  gemm_q8_large(a, false);
 }
 
 void gemm_q4(const GemmQ4Args& a) {
@@ -504,7 +537,8 @@ void gemm_q4(const GemmQ4Args& a) {
     stream<GemmQ4Args, DotQ4>(c, a);
     return;
   }
-  // Prefill (kernels.h): the rows rounded again to int8 per row, then the int8 product.
+  // Prefill (kernels.h): the rows rounded again to int8 per row, then the int8 product of int8
+  // activation rows.
   thread_local AlignedVector<int8_t> w8;
   thread_local std::vector<float> s8;
   grow(w8, a.N * a.K);
@@ -514,8 +548,9 @@ void gemm_q4(const GemmQ4Args& a) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < a.N; ++n)
     requantize_row_q4_int8(a.W + n * a.ldw, a.scale + n * a.lds, a.K, wp + n * a.K, sp + n);
-  gemm_q8({.M = a.M, .N = a.N, .K = a.K, .A = a.A, .lda = a.lda, .W = wp, .ldw = a.K, .scale = sp,
-           .C = a.C, .ldc = a.ldc, .bias = a.bias, .accumulate = a.accumulate});
+  gemm_q8_large({.M = a.M, .N = a.N, .K = a.K, .A = a.A, .lda = a.lda, .W = wp, .ldw = a.K,
+                 .scale = sp, .C = a.C, .ldc = a.ldc, .bias = a.bias, .accumulate = a.accumulate},
+                true);
 }
 
 }  // namespace jamba::cpu
