@@ -87,6 +87,7 @@ Peaks measure_peaks(WeightType wt, bool a16, double model_bytes) {
   std::vector<int8_t> w8;
   std::vector<uint8_t> w4;
   std::vector<float> sc;
+  std::vector<uint16_t> sc4;  // q4: bf16 group scales
   const bool q8 = wt == WeightType::Int8 || wt == WeightType::Int8Experts, q4 = wt == WeightType::Q4;
   if (a16) {
     w16.resize(b.size());
@@ -97,9 +98,9 @@ Peaks measure_peaks(WeightType wt, bool a16, double model_bytes) {
     for (int r = 0; r < n; ++r) quantize_row_int8(b.data() + size_t(r) * n, n, w8.data() + size_t(r) * n, &sc[size_t(r)]);
   } else if (q4) {
     w4.resize(size_t(n * q4_row_bytes(n)));
-    sc.resize(size_t(n * q4_groups(n)));
+    sc4.resize(size_t(n * q4_groups(n)));
     for (int r = 0; r < n; ++r)
-      quantize_row_q4(b.data() + size_t(r) * n, n, w4.data() + r * q4_row_bytes(n), sc.data() + r * q4_groups(n));
+      quantize_row_q4(b.data() + size_t(r) * n, n, w4.data() + r * q4_row_bytes(n), sc4.data() + r * q4_groups(n));
   }
   double best = 0;
   for (int r = 0; r < 4; ++r) {
@@ -112,7 +113,7 @@ Peaks measure_peaks(WeightType wt, bool a16, double model_bytes) {
                     .scale = sc.data(), .C = c.data(), .ldc = n});
     else if (q4)
       cpu::gemm_q4({.M = mr, .N = n, .K = n, .A = a.data(), .lda = n, .W = w4.data(),
-                    .ldw = q4_row_bytes(n), .scale = sc.data(), .lds = q4_groups(n), .C = c.data(),
+                    .ldw = q4_row_bytes(n), .scale = sc4.data(), .lds = q4_groups(n), .C = c.data(),
                     .ldc = n});
     else
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mr, n, n, 1.0f, a.data(), n, b.data(), n,

@@ -73,7 +73,7 @@ TEST(QuantRows, Q4RequantizeToInt8MatchesScalarFormula) {
     std::vector<float> w(static_cast<size_t>(K));
     for (float& v : w) v = nd(rng);
     std::vector<uint8_t> q(static_cast<size_t>(q4_row_bytes(K)));
-    std::vector<float> sc(static_cast<size_t>(q4_groups(K)));
+    std::vector<uint16_t> sc(static_cast<size_t>(q4_groups(K)));
     quantize_row_q4(w.data(), K, q.data(), sc.data());
     std::vector<int8_t> out(static_cast<size_t>(K));
     float s8 = 0;
@@ -85,7 +85,7 @@ TEST(QuantRows, Q4RequantizeToInt8MatchesScalarFormula) {
     EXPECT_EQ(s8, amax / 127.0f) << "K=" << K;
     const float inv = 127.0f / amax;
     for (int64_t k = 0; k < K; ++k) {
-      const float f = sc[size_t(k / kQ4Group)] * inv;
+      const float f = bf16_to_f32(sc[size_t(k / kQ4Group)]) * inv;
       const float want = std::clamp(std::nearbyint(float(q4_value(q.data(), k)) * f), -127.0f, 127.0f);
       EXPECT_EQ(out[size_t(k)], int8_t(want)) << "K=" << K << " k=" << k;
       EXPECT_LE(std::fabs(s8 * float(out[size_t(k)]) - v[size_t(k)]), 0.5001f * s8);
@@ -100,22 +100,25 @@ TEST(QuantRows, Q4RoundTripWithinHalfStepAndPadsTail) {
     std::vector<float> w(static_cast<size_t>(K)), back(w.size());
     for (float& x : w) x = nd(rng);
     std::vector<uint8_t> q(static_cast<size_t>(q4_row_bytes(K)));
-    std::vector<float> s(static_cast<size_t>(q4_groups(K)));
+    std::vector<uint16_t> s(static_cast<size_t>(q4_groups(K)));
     quantize_row_q4(w.data(), K, q.data(), s.data());
     dequantize_row_q4(q.data(), s.data(), K, back.data());
     // Half a step, except values beyond +7.5 steps (opposite in sign to the group's largest
-    // element) which clamp to 7: at most one step.
+    // element) which clamp to 7: at most one step, plus 8 times the bf16 scale's relative
+    // rounding (2^-9 at most) for a value as large as the largest: 1.016 steps.
     for (int64_t k = 0; k < K; ++k) {
-      const float step = std::fabs(s[size_t(k / kQ4Group)]);
-      const float bound = std::fabs(w[size_t(k)]) > 7.5f * step ? 1.0001f : 0.5001f;
+      const float step = std::fabs(bf16_to_f32(s[size_t(k / kQ4Group)]));
+      const float bound = std::fabs(w[size_t(k)]) > 7.5f * step ? 1.017f : 0.5001f;
       EXPECT_LE(std::fabs(back[size_t(k)] - w[size_t(k)]), bound * step) << "K=" << K;
     }
-    // The element of largest magnitude of each group is exactly -8 * s.
+    // Each group's scale is bf16(m / -8), m its element of largest magnitude, which gets q = -8.
     for (int64_t g = 0; g < q4_groups(K); ++g) {
       float m = 0;
+      int64_t km = 0;
       for (int64_t k = g * kQ4Group; k < std::min(K, (g + 1) * kQ4Group); ++k)
-        if (std::fabs(w[size_t(k)]) > std::fabs(m)) m = w[size_t(k)];
-      EXPECT_FLOAT_EQ(-8.0f * s[size_t(g)], m);
+        if (std::fabs(w[size_t(k)]) > std::fabs(m)) m = w[size_t(km = k)];
+      EXPECT_EQ(s[size_t(g)], f32_to_bf16(m / -8.0f));
+      EXPECT_EQ(q4_value(q.data(), km), -8);
     }
     // Padding of the last group: q = 0.
     for (int64_t k = K; k < q4_groups(K) * kQ4Group; ++k) EXPECT_EQ(q4_value(q.data(), k), 0);
@@ -238,7 +241,8 @@ TEST(KernelGemmQ4, MatchesReference) {
     const int64_t lda = c.K + c.pad_a, ldw = q4_row_bytes(c.K) + c.pad_w * kQ4GroupBytes,
                   lds = G + c.pad_w, ldc = c.N + c.pad_c;
     std::vector<float> A(static_cast<size_t>(c.M * lda)), bias(static_cast<size_t>(c.N)),
-        row(static_cast<size_t>(c.K)), scale(static_cast<size_t>(std::max<int64_t>(c.N, 1) * lds));
+        row(static_cast<size_t>(c.K));
+    std::vector<uint16_t> scale(static_cast<size_t>(std::max<int64_t>(c.N, 1) * lds));
     std::vector<uint8_t> W(static_cast<size_t>(std::max<int64_t>(c.N, 1) * ldw));
     for (float& x : A) x = nd(rng);
     for (float& b : bias) b = nd(rng);

@@ -138,7 +138,7 @@ TEST(QuantWeights, EqualsDequantizedF32Model) {
               dequantize_row_int8(reinterpret_cast<const int8_t*>(l.wq) + o * l.in, l.scale[o],
                                   l.in, v.data() + o * l.in);
             else
-              dequantize_row_q4(l.wq + o * q4_row_bytes(l.in), l.scale + o * q4_groups(l.in), l.in,
+              dequantize_row_q4(l.wq + o * q4_row_bytes(l.in), l.q4_scale + o * q4_groups(l.in), l.in,
                                 v.data() + o * l.in);
           }
           *r = RawTensor::from_f32(name, {l.out, l.in}, v);
@@ -164,7 +164,7 @@ TEST(QuantWeights, EqualsDequantizedF32Model) {
 // (M > 32: oneDNN on the split activations, cached weight panels, or dequantized panels + sgemm)
 // and in chunks of 8 tokens (M <= 32: streaming) agree to float32 summation order (measured: 0).
 // q4's regimes round differently by design (prefill: weights again to int8 per row, activations
-// to int16; decode: activations to int8 per group), each bounded in EqualsDequantizedF32Model. Both round activations (int8 to int16 per row, q4 to int8 per
+// to int8 per row; decode: activations to int8 per group), each bounded in EqualsDequantizedF32Model. Both round activations (int8 to int16 per row, q4 to int8 per
 // group): an input that differs by float noise can land on the other side of a rounding
 // boundary (one step), which the random golden models then amplify like any perturbation, so
 // both are compared on the residual stream after layer 1, relative to its magnitude.
@@ -219,12 +219,14 @@ TEST(QuantWeights, Bf16SourceKeepsEmbeddingBf16) {
   EXPECT_GT(a.max_abs, 0.0f);
 }
 
-// The bytes the bench's roofline counts: quantized data plus f32 scales.
+// The bytes the bench's roofline counts: quantized data plus scales (int8: f32 per row; q4: bf16
+// per group of 32, 4.5 bits per weight).
 TEST(QuantWeights, BytesCountScales) {
   const Model m = Model::load(golden_dir("gqa-moe"), {.weights = WeightType::Q4});
   const Linear& l = m.weights().layers[0].mamba.in_proj;  // [512, 128]
   ASSERT_EQ(l.quant, QuantKind::Q4);
-  EXPECT_EQ(l.bytes(), size_t(l.out * (l.in / 2) + l.out * (l.in / 32) * 4));
+  EXPECT_EQ(l.bytes(), size_t(l.out * (l.in / 2) + l.out * (l.in / 32) * 2));
+  EXPECT_EQ(l.bytes() * 8, size_t(l.out * l.in) * 9 / 2);
   const Model i8 = Model::load(golden_dir("gqa-moe"), {.weights = WeightType::Int8});
   const Linear& k = i8.weights().layers[0].mamba.in_proj;
   EXPECT_EQ(k.bytes(), size_t(k.out * k.in + k.out * 4));
@@ -318,7 +320,7 @@ TEST(QuantCheckpoint, DamagedRejected) {
   {
     const std::string d = copy("q_noscale");
     edit_tensors(d, [&](std::vector<RawTensor>& ts) { drop_tensor(ts, w + ".scale"); });
-    expect_load_error(d, {"missing tensor", w + ".scale", "F32", "[512,4]"});
+    expect_load_error(d, {"missing tensor", w + ".scale", "BF16", "[512,4]"});
   }
   {
     const std::string d = copy("q_scaleshape");
@@ -361,9 +363,71 @@ TEST(QuantCheckpoint, DamagedRejected) {
     expect_load_error(d, {"config.json", "group_size 64", "expected 32"});
   }
   {
+    const std::string d = copy("q_scaledtype");  // version 2 q4 says its scales are f32
+    edit_config(d, [](json& j) { j["quantization_config"]["scale_dtype"] = "F32"; });
+    expect_load_error(d, {"config.json", "scale_dtype 'F32'", "expected BF16"});
+  }
+  {
+    const std::string d = copy("q_version");
+    edit_config(d, [](json& j) { j["quantization_config"]["format_version"] = 3; });
+    expect_load_error(d, {"config.json", "format_version 3", "expected 1 or 2"});
+  }
+  {
     const std::string d = copy("q_noconfig");  // quantized tensors, config without the entry
     edit_config(d, [](json& j) { j.erase("quantization_config"); });
     expect_load_error(d, {"dtype U8 not supported", "F32, BF16 or F16"});
+  }
+}
+
+// Format version 1 (q4 scales in f32) still loads: its scales rounded to bf16 at load. Written
+// here from a version 2 checkpoint (bf16 -> f32 is exact), so both must give the same logits.
+TEST(QuantCheckpoint, Q4FormatVersion1Loads) {
+  const std::string v2 = quantized_copy(golden_dir("gqa-moe"), WeightType::Q4);
+  const std::string v1 = make_temp_dir("q_v1");
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(fs::path(v2) / f, fs::path(v1) / f);
+  int scales = 0;
+  edit_tensors(v1, [&](std::vector<RawTensor>& ts) {
+    for (RawTensor& t : ts)
+      if (t.name.size() > 6 && t.name.compare(t.name.size() - 6, 6, ".scale") == 0 &&
+          t.dtype == DType::BF16) {
+        t = RawTensor::from_f32(t.name, t.shape, t.f32());
+        ++scales;
+      }
+  });
+  ASSERT_GT(scales, 0);
+  edit_config(v1, [](json& j) {
+    j["quantization_config"]["format_version"] = 1;
+    j["quantization_config"]["scale_dtype"] = "F32";
+  });
+  const Model a = Model::load(v1), b = Model::load(v2);
+  EXPECT_EQ(a.weights().matrix_bytes(), b.weights().matrix_bytes());
+  EXPECT_EQ(logits(a, "gqa-moe"), logits(b, "gqa-moe"));
+}
+
+// A tied LM head under int8 / q4 is a quantized copy of the embedding (the row gather keeps the
+// embedding as loaded); `jamba quantize` stores it as lm_head.weight, and a quantized checkpoint
+// without it (written before) quantizes it at load to the same values.
+TEST(QuantCheckpoint, TiedHeadQuantizedCopy) {
+  for (WeightType t : {WeightType::Int8, WeightType::Q4}) {
+    const std::string out = quantized_copy(golden_dir("tied-embeddings"), t);
+    {
+      auto f = SafetensorsFile::open(out + "/model.safetensors");
+      EXPECT_EQ(f->get("lm_head.weight").dtype, t == WeightType::Q4 ? DType::U8 : DType::I8);
+      EXPECT_EQ(f->get("model.embed_tokens.weight").dtype, DType::F32);
+    }
+    const Model saved = Model::load(out);
+    EXPECT_NE(saved.weights().lm_head.quant, QuantKind::None);
+    EXPECT_EQ(saved.weights().embed.quant, QuantKind::None);
+    const std::string old = make_temp_dir("q_tied_old");
+    for (const char* f : {"config.json", "model.safetensors"})
+      fs::copy_file(fs::path(out) / f, fs::path(old) / f);
+    edit_tensors(old, [&](std::vector<RawTensor>& ts) {
+      drop_tensor(ts, "lm_head.weight");
+      drop_tensor(ts, "lm_head.weight.scale");
+    });
+    const Model o = Model::load(old);
+    EXPECT_EQ(logits(o, "tied-embeddings"), logits(saved, "tied-embeddings")) << weight_type_name(t);
   }
 }
 

@@ -143,8 +143,8 @@ struct GemmQ8Args {
   const float* bias = nullptr;
   bool accumulate = false;
 };
-// q4: W [N, q4_row_bytes(K)] packed groups, row stride ldw bytes; scale [N, q4_groups(K)] with
-// row stride lds. Up to kQ4StreamMaxM rows (decode, small batches) the activations are rounded
+// q4: W [N, q4_row_bytes(K)] packed groups, row stride ldw bytes; scale [N, q4_groups(K)] (bf16
+// bits) with row stride lds. Up to kQ4StreamMaxM rows (decode, small batches) the activations are rounded
 // too, per row and group of 32, to int8 with scale max|x| / 127 (quantize_act_q4), so a group's
 // product is an integer dot scaled by both scales:
 // C[m,n] = sum_g sw[n,g] * da[m,g] * sum_{k in g} q[n,k] * qa[m,k] (then bias / accumulate).
@@ -160,7 +160,7 @@ struct GemmQ4Args {
   int64_t lda;
   const uint8_t* W;
   int64_t ldw;
-  const float* scale;
+  const uint16_t* scale;
   int64_t lds;
   float* C;
   int64_t ldc;

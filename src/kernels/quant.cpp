@@ -23,14 +23,14 @@ void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale) {
   }
 }
 
-void quantize_row_q4(const float* w, int64_t K, uint8_t* q, float* scales) {
+void quantize_row_q4(const float* w, int64_t K, uint8_t* q, uint16_t* scales) {
   for (int64_t g = 0; g < q4_groups(K); ++g) {
     const int64_t k0 = g * kQ4Group, n = std::min(kQ4Group, K - k0);
     float m = 0.0f;  // the element of largest magnitude, sign kept
     for (int64_t j = 0; j < n; ++j)
       if (std::fabs(w[k0 + j]) > std::fabs(m)) m = w[k0 + j];
-    const float s = m / -8.0f;
-    scales[g] = s;
+    scales[g] = f32_to_bf16(m / -8.0f);
+    const float s = bf16_to_f32(scales[g]);
     uint8_t nib[kQ4Group];
     for (int64_t j = 0; j < kQ4Group; ++j) {
       const float v = (j < n && s != 0.0f) ? std::round(w[k0 + j] / s) : 0.0f;
@@ -104,11 +104,11 @@ void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out) {
   for (int64_t k = 0; k < K; ++k) out[k] = scale * float(q[k]);
 }
 
-void dequantize_row_q4(const uint8_t* q, const float* scales, int64_t K, float* out) {
-  for (int64_t k = 0; k < K; ++k) out[k] = scales[k / kQ4Group] * float(q4_value(q, k));
+void dequantize_row_q4(const uint8_t* q, const uint16_t* scales, int64_t K, float* out) {
+  for (int64_t k = 0; k < K; ++k) out[k] = bf16_to_f32(scales[k / kQ4Group]) * float(q4_value(q, k));
 }
 
-void requantize_row_q4_int8(const uint8_t* q, const float* scales, int64_t K, int8_t* out,
+void requantize_row_q4_int8(const uint8_t* q, const uint16_t* scales, int64_t K, int8_t* out,
                             float* scale) {
   // |q| <= 8, so 8 * max|s| bounds every value (and is their maximum for rows quantize_row_q4
   // wrote: each group's largest element is exactly -8 * s). A group then needs only the 16
@@ -116,7 +116,7 @@ void requantize_row_q4_int8(const uint8_t* q, const float* scales, int64_t K, in
   // by pshufb, 4 groups per 512-bit step (each 128-bit lane its own group's table and bytes).
   const int64_t G = q4_groups(K), full = K / kQ4Group;
   float smax = 0.0f;
-  for (int64_t g = 0; g < G; ++g) smax = std::max(smax, std::fabs(scales[g]));
+  for (int64_t g = 0; g < G; ++g) smax = std::max(smax, std::fabs(bf16_to_f32(scales[g])));
   const float amax = 8.0f * smax;
   *scale = amax / 127.0f;
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
@@ -130,7 +130,7 @@ void requantize_row_q4_int8(const uint8_t* q, const float* scales, int64_t K, in
   const __m512i lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
   const __m512i hi_idx = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
   auto table = [&](int64_t gi) {  // t[0..15] of group gi, as 16 bytes
-    __m512i t = _mm512_cvtps_epi32(_mm512_mul_ps(jv, _mm512_set1_ps(scales[gi] * inv)));
+    __m512i t = _mm512_cvtps_epi32(_mm512_mul_ps(jv, _mm512_set1_ps(bf16_to_f32(scales[gi]) * inv)));
     t = _mm512_min_epi32(_mm512_max_epi32(t, _mm512_sub_epi32(_mm512_setzero_si512(), lim)), lim);
     return _mm512_cvtepi32_epi8(t);
   };
@@ -149,7 +149,7 @@ void requantize_row_q4_int8(const uint8_t* q, const float* scales, int64_t K, in
 #endif
   for (; g < G; ++g) {
     int8_t t[16];
-    const float f = scales[g] * inv;
+    const float f = bf16_to_f32(scales[g]) * inv;
     for (int j = 0; j < 16; ++j) t[j] = entry(j, f);
     for (int64_t k = g * kQ4Group; k < std::min(K, (g + 1) * kQ4Group); ++k)
       out[k] = t[q4_value(q, k) + 8];

@@ -5,11 +5,14 @@
 //       s = max|w| / 127; w ~= s * q.
 // q4:   one weight row [K] -> ceil(K / 32) groups of 32 values; a group is 16 bytes (byte j holds
 //       value j in its low nibble and value j + 16 in its high nibble, each stored as q + 8 with
-//       q in [-8, 7]) and one f32 scale s = m / -8, m the group's element of largest magnitude
-//       (sign kept), so that element is exactly -8 * s; w ~= s * q. A last partial group is
-//       padded with q = 0 (nibble 8): any K is accepted.
+//       q in [-8, 7]) and one bf16 scale s = bf16(m / -8), m the group's element of largest
+//       magnitude (sign kept; it gets q = -8); w ~= s * q with q = clamp(round(w / s), -8, 7).
+//       4.5 bits per weight. A last partial group is padded with q = 0 (nibble 8): any K is
+//       accepted. (Format version 1 held the scales in f32: 5 bits per weight.)
 #pragma once
 #include <cstdint>
+
+#include "core/dtype.h"
 
 namespace jamba {
 
@@ -25,8 +28,8 @@ inline int64_t q4_row_bytes(int64_t K) {
 
 // w [K] -> q [K], *scale. A zero row gets scale 0 and q = 0.
 void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale);
-// w [K] -> q [q4_row_bytes(K)], scales [q4_groups(K)].
-void quantize_row_q4(const float* w, int64_t K, uint8_t* q, float* scales);
+// w [K] -> q [q4_row_bytes(K)], scales [q4_groups(K)] (bf16 bits).
+void quantize_row_q4(const float* w, int64_t K, uint8_t* q, uint16_t* scales);
 
 // Activations of a q4 product (kernels.h, GemmQ4Args): x [K] -> q [q4_groups(K) * 32] (padding
 // 0), d [q4_groups(K)], per group of 32 d = max|x| / 127 and q = round(x / d) in [-127, 127].
@@ -46,12 +49,12 @@ void quantize_act_int8(const float* x, int64_t K, int8_t* q, float* d);
 // for the large-M q4 product (kernels.h, GemmQ4Args): with amax = 8 * max_g |s[g]| (the largest
 // |s[g] * q|: each group's largest element is q = -8), *scale = amax / 127 and out[k] =
 // nearest-even(q[k] * (s[g] * (127 / amax))) in [-127, 127] (0 for a zero row).
-void requantize_row_q4_int8(const uint8_t* q, const float* scales, int64_t K, int8_t* out,
+void requantize_row_q4_int8(const uint8_t* q, const uint16_t* scales, int64_t K, int8_t* out,
                             float* scale);
 
 // The exact inverse used by the reference kernels: out[k] = s * q (float arithmetic).
 void dequantize_row_int8(const int8_t* q, float scale, int64_t K, float* out);
-void dequantize_row_q4(const uint8_t* q, const float* scales, int64_t K, float* out);
+void dequantize_row_q4(const uint8_t* q, const uint16_t* scales, int64_t K, float* out);
 
 // The stored q of value k of a q4 row (in [-8, 7]).
 inline int q4_value(const uint8_t* row, int64_t k) {

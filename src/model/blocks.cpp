@@ -24,7 +24,7 @@ void linear_forward(const Linear& l, const float* x, int64_t M, float* y, int64_
                  .C = y, .ldc = ldy, .bias = l.b});
   else if (l.quant == QuantKind::Q4)
     kx::gemm_q4({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx, .W = l.wq,
-                 .ldw = q4_row_bytes(l.in), .scale = l.scale, .lds = q4_groups(l.in), .C = y,
+                 .ldw = q4_row_bytes(l.in), .scale = l.q4_scale, .lds = q4_groups(l.in), .C = y,
                  .ldc = ldy, .bias = l.b});
   else if (l.w16)
     kx::gemm_bf16({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx, .W = l.w16, .ldw = l.in,

@@ -53,7 +53,7 @@ int64_t held_bytes(const ParamSpec& p, const MemoryPlanOptions& o) {
   const bool lm_head = contains(p.name, "lm_head");
   const bool q8 = o.weights == WeightType::Int8 || (expert && o.weights == WeightType::Int8Experts);
   if (q8) return out * in + out * 4;
-  if (o.weights == WeightType::Q4) return out * q4_row_bytes(in) + out * q4_groups(in) * 4;
+  if (o.weights == WeightType::Q4) return out * q4_row_bytes(in) + out * q4_groups(in) * 2;
   (void)lm_head;
   return n * base;
 }
@@ -66,6 +66,9 @@ MemoryPlan plan_memory(const JambaConfig& c, const MemoryPlanOptions& o) {
   JAMBA_CHECK(o.kv != KvDtype::Auto, "[memory plan] the K/V dtype must be resolved");
   MemoryPlan p;
   for (const ParamSpec& s : param_list(c)) p.weight_bytes += held_bytes(s, o);
+  // A tied LM head under int8 / q4 is a quantized copy of the embedding (weights.cpp).
+  if (c.tie_word_embeddings && (o.weights == WeightType::Int8 || o.weights == WeightType::Q4))
+    p.weight_bytes += held_bytes({"lm_head.weight", {c.vocab_size, c.hidden_size}, InitKind::Normal}, o);
   const int64_t D = c.hidden_size, Din = c.d_inner(), N = c.mamba_d_state, K = c.mamba_d_conv;
   const int64_t R = c.mamba_dt_rank, S = R + 2 * N, I = c.intermediate_size;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim();

@@ -57,9 +57,12 @@ void write_quantized_checkpoint(const std::string& in_dir, const std::string& ou
     const int64_t rb = i8 ? l->in : q4_row_bytes(l->in), ns = i8 ? 1 : q4_groups(l->in);
     specs.push_back({name, i8 ? DType::I8 : DType::U8, {l->out, rb}});
     src.push_back({l->wq, size_t(l->out * rb)});
-    specs.push_back({name + ".scale", DType::F32,
+    specs.push_back({name + ".scale", i8 ? DType::F32 : DType::BF16,
                      i8 ? std::vector<int64_t>{l->out} : std::vector<int64_t>{l->out, ns}});
-    src.push_back({l->scale, size_t(l->out * ns) * 4});
+    if (i8)
+      src.push_back({l->scale, size_t(l->out) * 4});
+    else
+      src.push_back({l->q4_scale, size_t(l->out * ns) * 2});
   }
   for (const auto& [name, t] : w.checkpoint.tensors()) {
     const std::string c = canonical_tensor_name(name, cfg);

@@ -32,8 +32,9 @@ enum class Role {
   Matrix,     // a linear layer of a block
   Expert,     // a linear layer of an MoE expert
   KeepF32,    // dt_proj, router: always f32
-  Embedding,  // embedding (a row gather; also the tied LM head): as loaded (Auto)
-  LmHead,     // untied LM head: quantized by int8 / q4 (it is read whole for every token)
+  Embedding,  // embedding (a row gather; also the tied LM head unless quantized): as loaded (Auto)
+  LmHead,     // LM head: quantized by int8 / q4 (it is read whole for every token); tied, a
+              // quantized copy of the embedding
 };
 
 QuantKind quant_for(Role r, WeightType t) {
@@ -140,16 +141,32 @@ class Loader {
     l->w16 = w_.owned16.back()->data();
   }
 
+  // A quantized copy of a float matrix whose source stays in use (the tied LM head of the
+  // embedding): its pages are kept.
+  void quantize_copy(const std::string& name, int64_t rows, int64_t cols, QuantKind q, Linear* l) {
+    const TensorInfo& t = info(name, {rows, cols});
+    l->out = rows;
+    l->in = cols;
+    quantize(t, t.data, rows, cols, q, l, false);
+  }
+
   // Quantizes rows of any float dtype with the row quantizers of kernels/quant.h.
   void quantize(const TensorInfo& t, const uint8_t* data, int64_t rows, int64_t cols, QuantKind q,
-                Linear* l) {
+                Linear* l, bool release = true) {
     const bool i8 = q == QuantKind::Int8;
     const int64_t rb = i8 ? cols : q4_row_bytes(cols), ns = i8 ? 1 : q4_groups(cols);
     const size_t es = dtype_size(t.dtype);
     w_.owned8.push_back(std::make_unique<AlignedVector<uint8_t>>(size_t(rows * rb)));
-    w_.owned.push_back(std::make_unique<AlignedVector<float>>(size_t(rows * ns)));
     uint8_t* qd = w_.owned8.back()->data();
-    float* sd = w_.owned.back()->data();
+    float* sd = nullptr;     // int8: f32 per row
+    uint16_t* sh = nullptr;  // q4: bf16 per group
+    if (i8) {
+      w_.owned.push_back(std::make_unique<AlignedVector<float>>(size_t(rows)));
+      sd = w_.owned.back()->data();
+    } else {
+      w_.owned16.push_back(std::make_unique<AlignedVector<uint16_t>>(size_t(rows * ns)));
+      sh = w_.owned16.back()->data();
+    }
 #pragma omp parallel if (rows * cols > 65536)
     {
       std::vector<float> row(static_cast<size_t>(cols));
@@ -159,13 +176,14 @@ class Loader {
         if (i8)
           quantize_row_int8(row.data(), cols, reinterpret_cast<int8_t*>(qd + r * rb), sd + r);
         else
-          quantize_row_q4(row.data(), cols, qd + r * rb, sd + r * ns);
+          quantize_row_q4(row.data(), cols, qd + r * rb, sh + r * ns);
       }
     }
     l->quant = q;
     l->wq = qd;
     l->scale = sd;
-    release_pages(data, size_t(rows * cols) * es);
+    l->q4_scale = sh;
+    if (release) release_pages(data, size_t(rows * cols) * es);
   }
 
   // The source of a matrix quantized at load is not read again: drop its pages of the (read-only,
@@ -178,7 +196,8 @@ class Loader {
   }
 
   // A matrix stored quantized (docs/QUANT.md): `name` I8 [rows, cols] or U8 [rows,
-  // q4_row_bytes(cols)], and `name`.scale F32 [rows] or [rows, q4_groups(cols)].
+  // q4_row_bytes(cols)], and `name`.scale F32 [rows] or BF16 [rows, q4_groups(cols)] (F32 in
+  // format version 1: rounded to bf16 here).
   void read_quantized(const std::string& name, int64_t rows, int64_t cols, QuantKind q,
                       Linear* l) {
     const bool i8 = q == QuantKind::Int8;
@@ -186,12 +205,31 @@ class Loader {
                               {rows, i8 ? cols : q4_row_bytes(cols)}, quant_name(q));
     const std::vector<int64_t> sshape =
         i8 ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, q4_groups(cols)};
-    const TensorInfo& s = raw(name + ".scale", DType::F32, sshape, quant_name(q));
     l->out = rows;
     l->in = cols;
     l->quant = q;
     l->wq = t.data;
-    l->scale = to_f32(s);
+    if (i8) {
+      l->scale = to_f32(raw(name + ".scale", DType::F32, sshape, quant_name(q)));
+      return;
+    }
+    const auto it = by_canon_.find(name + ".scale");
+    const bool v1 = it != by_canon_.end() && it->second->dtype == DType::F32;
+    const TensorInfo& s = raw(name + ".scale", v1 ? DType::F32 : DType::BF16, sshape, quant_name(q));
+    const size_t n = size_t(rows * q4_groups(cols));
+    if (!v1 && reinterpret_cast<uintptr_t>(s.data) % alignof(uint16_t) == 0) {
+      l->q4_scale = reinterpret_cast<const uint16_t*>(s.data);  // used in place
+      return;
+    }
+    w_.owned16.push_back(std::make_unique<AlignedVector<uint16_t>>(n));
+    uint16_t* dst = w_.owned16.back()->data();
+    if (v1) {
+      const float* f = to_f32(s);
+      for (size_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(f[i]);
+    } else if (n) {  // an odd data offset: copied so the kernels read aligned uint16_t
+      std::memcpy(dst, s.data, n * sizeof(uint16_t));
+    }
+    l->q4_scale = dst;
   }
 
   // A tensor of one exact dtype and shape (quantized checkpoints).
@@ -287,7 +325,7 @@ std::string canonical_tensor_name(const std::string& name, const JambaConfig& cf
 size_t Linear::bytes() const {
   switch (quant) {
     case QuantKind::Int8: return size_t(out * in) + size_t(out) * 4;
-    case QuantKind::Q4: return size_t(out * q4_row_bytes(in)) + size_t(out * q4_groups(in)) * 4;
+    case QuantKind::Q4: return size_t(out * q4_row_bytes(in)) + size_t(out * q4_groups(in)) * 2;
     case QuantKind::None: break;
   }
   return size_t(out * in) * (w16 ? 2 : 4);
@@ -296,7 +334,8 @@ size_t Linear::bytes() const {
 void for_each_matrix(const Weights& w, const JambaConfig& cfg,
                      const std::function<void(const std::string&, const Linear&)>& fn) {
   fn("model.embed_tokens.weight", w.embed);
-  if (!cfg.tie_word_embeddings) fn("lm_head.weight", w.lm_head);
+  // A tied head is visited when it is its own (quantized) copy of the embedding.
+  if (!cfg.tie_word_embeddings || w.lm_head.quant != QuantKind::None) fn("lm_head.weight", w.lm_head);
   auto mlp_each = [&](const std::string& p, const MlpWeights& m) {
     fn(p + ".gate_proj.weight", m.gate);
     fn(p + ".up_proj.weight", m.up);
@@ -329,7 +368,12 @@ void for_each_matrix(const Weights& w, const JambaConfig& cfg,
 
 namespace {
 constexpr const char* kQuantMethod = "jamba.cpp";
-constexpr int kQuantFormatVersion = 1;
+// 2: q4 scales in bf16 (4.5 bits per weight); 1 (still read): q4 scales in f32.
+constexpr int kQuantFormatVersion = 2;
+// The dtype of the `.scale` tensors: f32 per row for int8, bf16 per group for q4 (f32 in v1).
+const char* scale_dtype_name(WeightType t, int64_t version) {
+  return t == WeightType::Q4 && version >= 2 ? "BF16" : "F32";
+}
 }  // namespace
 
 WeightType stored_weight_type(const std::string& config_path) {
@@ -358,17 +402,19 @@ WeightType stored_weight_type(const std::string& config_path) {
   if (method != kQuantMethod)
     fail(src, ": quant_method '", method, "' is not supported (expected '", kQuantMethod,
          "', written by `jamba quantize`)");
-  if (!q.contains("format_version") || !q["format_version"].is_number_integer() ||
-      q["format_version"].get<int64_t>() != kQuantFormatVersion)
+  const int64_t version = q.contains("format_version") && q["format_version"].is_number_integer()
+                              ? q["format_version"].get<int64_t>()
+                              : 0;
+  if (version != 1 && version != kQuantFormatVersion)
     fail(src, ": format_version ",
          q.contains("format_version") ? brief(q["format_version"]) : std::string("null"),
-         " is not supported (expected ", kQuantFormatVersion, ")");
+         " is not supported (expected 1 or ", kQuantFormatVersion, ")");
   const std::string wt = str("weight_type");
   if (wt != "int8" && wt != "int8-experts" && wt != "q4")
     fail(src, ": weight_type '", wt, "' (expected int8, int8-experts or q4)");
   if (wt == "q4") integer("group_size", kQ4Group);
-  const std::string sd = str("scale_dtype");
-  if (sd != "F32") fail(src, ": scale_dtype '", sd, "' (expected F32)");
+  const std::string sd = str("scale_dtype"), want = scale_dtype_name(weight_type_from_name(wt), version);
+  if (sd != want) fail(src, ": scale_dtype '", sd, "' (expected ", want, ")");
   return weight_type_from_name(wt);
 }
 
@@ -376,7 +422,7 @@ std::string quantization_config_json(WeightType t) {
   nlohmann::json q = {{"quant_method", kQuantMethod},
                       {"format_version", kQuantFormatVersion},
                       {"weight_type", weight_type_name(t)},
-                      {"scale_dtype", "F32"}};
+                      {"scale_dtype", scale_dtype_name(t, kQuantFormatVersion)}};
   if (t == WeightType::Q4) q["group_size"] = kQ4Group;
   return q.dump();
 }
@@ -443,8 +489,19 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
   w.embed = linear(L, "model.embed_tokens", V, D, false, Role::Embedding);
   w.final_norm = L.get("model.final_layernorm.weight", {D});
   if (cfg.tie_word_embeddings) {
-    w.lm_head = w.embed;
-    if (L.has("lm_head.weight")) L.info("lm_head.weight", {V, D});  // present but ignored (HF)
+    // int8 / q4: the head every decode step streams is a quantized copy (the gather keeps the
+    // embedding as loaded); `jamba quantize` stores it as lm_head.weight (older quantized
+    // checkpoints without it: quantized here, the same values).
+    const QuantKind hq = quant_for(Role::LmHead, type);
+    if (L.stored_quant(Role::LmHead) != QuantKind::None && L.has("lm_head.weight")) {
+      w.lm_head = linear(L, "lm_head", V, D, false, Role::LmHead);
+    } else {
+      if (hq != QuantKind::None)
+        L.quantize_copy("model.embed_tokens.weight", V, D, hq, &w.lm_head);
+      else
+        w.lm_head = w.embed;
+      if (L.has("lm_head.weight")) L.info("lm_head.weight", {V, D});  // present but ignored (HF)
+    }
   } else {
     w.lm_head = linear(L, "lm_head", V, D, false, Role::LmHead);
   }
@@ -511,8 +568,9 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
   }
   L.finish();
   // Converted at load, the file stays mapped; a bf16 embedding is still used from it, and when
-  // tied it is the LM head every decode step streams: give it its own (fast) memory.
-  if (!in_place_file && w.embed.w16) {
+  // tied (and not quantized) it is the LM head every decode step streams: give it its own (fast)
+  // memory.
+  if (!in_place_file && w.embed.w16 && w.lm_head.w16 == w.embed.w16) {
     const bool owned = std::any_of(w.owned16.begin(), w.owned16.end(),
                                    [&](const auto& v) { return v->data() == w.embed.w16; });
     if (!owned) {

@@ -19,7 +19,7 @@ namespace jamba {
 enum class QuantKind { None, Int8, Q4 };
 
 // y = x W^T + b. W [out, in] is held in exactly one of: f32 (`w`), bf16 (`w16`), or quantized
-// (`wq` + `scale`, kind `quant`).
+// (`wq` + `scale` or `q4_scale`, kind `quant`).
 struct Linear {
   const float* w = nullptr;     // [out, in] f32, or null
   const float* b = nullptr;     // [out] or null
@@ -27,7 +27,8 @@ struct Linear {
   const uint16_t* w16 = nullptr;  // [out, in] bf16 bits, or null
   QuantKind quant = QuantKind::None;
   const uint8_t* wq = nullptr;    // Int8: [out, in] int8; Q4: [out, q4_row_bytes(in)]
-  const float* scale = nullptr;   // Int8: [out]; Q4: [out, q4_groups(in)]
+  const float* scale = nullptr;   // Int8: [out]
+  const uint16_t* q4_scale = nullptr;  // Q4: [out, q4_groups(in)] bf16 bits
   bool bf16_activations = false;  // w16 only: inputs rounded to bf16 (MatmulActivations, model.h)
 
   size_t bytes() const;  // weight bytes in memory, scales included (bias excluded)
@@ -93,7 +94,7 @@ struct Weights {
 };
 
 // Every matrix of `w` with its canonical weight name ("model.layers.3.mamba.in_proj.weight"),
-// in load order; the tied LM head is not listed twice.
+// in load order; a tied LM head only when it is its own quantized copy (int8 / q4).
 void for_each_matrix(const Weights& w, const JambaConfig& cfg,
                      const std::function<void(const std::string&, const Linear&)>& fn);
 

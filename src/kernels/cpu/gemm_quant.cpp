@@ -203,7 +203,7 @@ struct DotQ4 {
   template <int MR>
   void run(int64_t m0, int64_t n, float* out) const {
     const uint8_t* w = a.W + n * a.ldw;
-    const float* s = a.scale + n * a.lds;
+    const uint16_t* s = a.scale + n * a.lds;  // bf16 bits
     const int64_t K = a.K;
     for (int m = 0; m < MR; ++m) out[m] = 0.0f;
     int64_t g_done = 0;
@@ -222,14 +222,15 @@ struct DotQ4 {
       // As DotQ8: a software prefetch (one per quad = cache line) when several rows share it.
       _mm_prefetch(reinterpret_cast<const char*>(w + qd * 64 + 4096), _MM_HINT_T0);
       __m512i raw;
-      __m128 s4;
+      __m128i h4;  // the quad's 4 bf16 scales
       if (ng == 4) {
         raw = _mm512_loadu_si512(w + qd * 64);
-        s4 = _mm_loadu_ps(s + qd * 4);
+        h4 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + qd * 4));
       } else {  // the last, partial quad: only its ng full groups
         raw = _mm512_maskz_loadu_epi8(__mmask64((uint64_t(1) << (16 * ng)) - 1), w + qd * 64);
-        s4 = _mm_maskz_loadu_ps(__mmask8((1u << ng) - 1), s + qd * 4);
+        h4 = _mm_maskz_loadu_epi16(__mmask8((1u << ng) - 1), s + qd * 4);
       }
+      const __m128 s4 = _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h4), 16));
       const __m512i lo = _mm512_and_si512(raw, low);
       const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
       const __m512 sw = _mm512_permutexvar_ps(pat, _mm512_castps128_ps512(s4));
@@ -256,10 +257,13 @@ struct DotQ4 {
       const float* cm = c.data() + (m0 + m) * G;
       __m512 o = _mm512_setzero_ps();
       int64_t h = 0;
-      for (; h + 16 <= g_done; h += 16)
-        o = _mm512_fmadd_ps(_mm512_loadu_ps(s + h), _mm512_loadu_ps(cm + h), o);
+      for (; h + 16 <= g_done; h += 16) {
+        const __m512 sh = _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + h))), 16));
+        o = _mm512_fmadd_ps(sh, _mm512_loadu_ps(cm + h), o);
+      }
       float r = _mm512_reduce_add_ps(t) - 8.0f * _mm512_reduce_add_ps(o);
-      for (; h < g_done; ++h) r -= 8.0f * s[h] * cm[h];
+      for (; h < g_done; ++h) r -= 8.0f * bf16_to_f32(s[h]) * cm[h];
       out[m] = r;
     }
 #endif
@@ -269,7 +273,7 @@ struct DotQ4 {
         int32_t dot = 0;
         for (int64_t k = g * kQ4Group; k < std::min(K, (g + 1) * kQ4Group); ++k)
           dot += q4_value(w, k) * q[k - g * kQ4Group];
-        out[m] += s[g] * da[size_t((m0 + m) * G + g)] * float(dot);
+        out[m] += bf16_to_f32(s[g]) * da[size_t((m0 + m) * G + g)] * float(dot);
       }
   }
 };
@@ -540,7 +544,7 @@ void gemm_q4(const GemmQ4Args& a) {
   // Prefill (kernels.h): the rows rounded again to int8 per row, then the int8 product of int8
   // activation rows.
   thread_local AlignedVector<int8_t> w8;
-  thread_local std::vector<float> s8;
+  thread_local std::vector<float> s8;  // the requantized rows' f32 scales
   grow(w8, a.N * a.K);
   grow(s8, a.N);
   int8_t* const wp = w8.data();  // plain pointers: in the region a thread_local is the worker's

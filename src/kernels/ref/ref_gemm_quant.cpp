@@ -64,7 +64,7 @@ void gemm_q4(const GemmQ4Args& a) {
         int64_t dot = 0;
         for (int64_t k = g * kQ4Group; k < std::min(a.K, (g + 1) * kQ4Group); ++k)
           dot += int64_t(q4_value(w, k)) * qa[size_t(k)];
-        s += double(a.scale[n * a.lds + g]) * double(da[size_t(g)]) * double(dot);
+        s += double(bf16_to_f32(a.scale[n * a.lds + g])) * double(da[size_t(g)]) * double(dot);
       }
       float& c = a.C[m * a.ldc + n];
       c = a.accumulate ? c + float(s) : float(s);
