@@ -41,16 +41,26 @@ class Buffer {
 };
 using Scratch = Buffer<float>;
 
+namespace detail {
+// 64-byte aligned; from kHugeBytes on, 2 MiB aligned and advised for transparent huge pages
+// (MADV_HUGEPAGE: this kernel's THP mode is often `madvise`), so a decode step streaming the
+// weights walks 2 MiB pages rather than 4 KiB ones.
+inline constexpr size_t kHugeBytes = size_t(4) << 20;
+void* alloc_aligned(size_t bytes);
+void free_aligned(void* p, size_t bytes);
+}  // namespace detail
+
 // std::vector storage on 64-byte boundaries (weights converted or quantized at load: their rows
-// then start on cache lines, as the rows of a checkpoint read into memory do).
+// then start on cache lines, as the rows of a checkpoint read into memory do), on huge pages
+// when large (detail::alloc_aligned).
 template <class T>
 struct AlignedAllocator {
   using value_type = T;
   AlignedAllocator() = default;
   template <class U>
   AlignedAllocator(const AlignedAllocator<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
-  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  T* allocate(size_t n) { return static_cast<T*>(detail::alloc_aligned(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) { detail::free_aligned(p, n * sizeof(T)); }
   template <class U>
   bool operator==(const AlignedAllocator<U>&) const { return true; }
 };
