@@ -63,6 +63,70 @@ TEST(QuantRows, ActInt16MatchesScalarFormula) {
   }
 }
 
+// The int8 rounding of the large-M q4 product's activations (the int16 code with 8-bit steps),
+// against its formula in scalar code over tails and exact ties; an all-zero row gives zeros.
+TEST(QuantRows, ActInt8MatchesScalarFormula) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const int64_t K : {1, 2, 15, 16, 17, 31, 33, 100, 1037}) {
+    std::vector<float> x(static_cast<size_t>(K));
+    for (float& v : x) v = nd(rng);
+    x[size_t(K / 2)] = -4.0f;  // the maximum: inv = 127 / 4
+    for (int64_t k = 0; k < K; k += 3) x[size_t(k)] = float(k % 50) * 0.5f / 127.0f * 4.0f;
+    std::vector<int8_t> q(static_cast<size_t>(K));
+    float d = 0;
+    quantize_act_int8(x.data(), K, q.data(), &d);
+    float amax = 0;
+    for (float v : x) amax = std::max(amax, std::fabs(v));
+    EXPECT_EQ(d, amax / 127.0f);
+    const float inv = 127.0f / amax;
+    for (int64_t k = 0; k < K; ++k) {
+      const float want = std::clamp(std::nearbyint(x[size_t(k)] * inv), -127.0f, 127.0f);
+      EXPECT_EQ(q[size_t(k)], int8_t(want)) << "K=" << K << " k=" << k << " x=" << x[size_t(k)];
+    }
+  }
+  std::vector<float> z(40, 0.0f);
+  std::vector<int8_t> q(40, 1);
+  float d = 1;
+  quantize_act_int8(z.data(), 40, q.data(), &d);
+  EXPECT_EQ(d, 0.0f);
+  for (int8_t v : q) EXPECT_EQ(v, 0);
+}
+
+// Decode's per-group int8 rounding of q4 activations (vectorised per full group) against its
+// formula in scalar code: partial last groups, a zero group, exact ties (nearest even).
+TEST(QuantRows, ActQ4MatchesScalarFormula) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const int64_t K : {1, 17, 31, 32, 33, 64, 95, 128, 1037}) {
+    std::vector<float> x(static_cast<size_t>(K));
+    for (float& v : x) v = nd(rng);
+    for (int64_t g = 0; g < q4_groups(K); ++g) {  // max 2 in each group: steps of 2/127
+      x[size_t(g * kQ4Group)] = 2.0f;
+      for (int64_t k = g * kQ4Group + 5; k < std::min(K, (g + 1) * kQ4Group); k += 7)
+        x[size_t(k)] = float(k % 9) * 0.5f * (2.0f / 127.0f);  // halves of a step
+    }
+    if (K >= 64) std::fill_n(x.begin() + 32, 32, 0.0f);  // a zero group
+    const int64_t G = q4_groups(K);
+    std::vector<int8_t> q(static_cast<size_t>(G * kQ4Group), 99);
+    std::vector<float> d(static_cast<size_t>(G));
+    quantize_act_q4(x.data(), K, q.data(), d.data());
+    for (int64_t g = 0; g < G; ++g) {
+      float amax = 0;
+      for (int64_t k = g * kQ4Group; k < std::min(K, (g + 1) * kQ4Group); ++k)
+        amax = std::max(amax, std::fabs(x[size_t(k)]));
+      const float s = amax / 127.0f;
+      EXPECT_EQ(d[size_t(g)], s) << "K=" << K << " g=" << g;
+      for (int64_t j = 0; j < kQ4Group; ++j) {
+        const int64_t k = g * kQ4Group + j;
+        const float want =
+            k < K && s > 0.0f ? std::clamp(std::nearbyint(x[size_t(k)] / s), -127.0f, 127.0f) : 0.0f;
+        EXPECT_EQ(q[size_t(k)], int8_t(want)) << "K=" << K << " k=" << k;
+      }
+    }
+  }
+}
+
 // The large-M q4 product's requantization (tables per group, vectorised per 4 full groups)
 // against its formula in scalar code, over partial last groups and group counts that are not a
 // multiple of 4; and its step is the int8 one of the q4 values.

@@ -32,7 +32,8 @@ void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale);
 void quantize_row_q4(const float* w, int64_t K, uint8_t* q, uint16_t* scales);
 
 // Activations of a q4 product (kernels.h, GemmQ4Args): x [K] -> q [q4_groups(K) * 32] (padding
-// 0), d [q4_groups(K)], per group of 32 d = max|x| / 127 and q = round(x / d) in [-127, 127].
+// 0), d [q4_groups(K)], per group of 32 d = max|x| / 127 and q = nearest-even(x / d) in
+// [-127, 127] (all 0 for a zero group).
 void quantize_act_q4(const float* x, int64_t K, int8_t* q, float* d);
 
 // Activations of an int8 product (kernels.h, GemmQ8Args): x [K] -> q [K], *d, one scale per row
