@@ -133,9 +133,10 @@ namespace jamba::tol {
 // max|w|/127 ~ 0.02 sigma) and ~7% for q4 (step ~ 0.25 sigma per group of 32), about 12x apart,
 // and the logit errors measured keep that ratio (dense-tiny int8 0.20, q4 2.76). Top-k routing
 // turns small input changes into discrete expert swaps, so max errors are heavy-tailed.
-// Measured over the six cases (1352 positions, LM head quantized too where untied): int8 max
-// 2.28 (gqa-moe, a routing flip), top-1 97.0%; int8-experts max 1.0, top-1 99.7%; q4 max 8.4,
-// top-1 61.0% (64.0% with a bf16 LM head; 63.9% before q4 rounded its activations).
+// Measured over the six cases (1352 positions, LM head quantized too, tied or not): int8 max
+// 2.28 (gqa-moe, a routing flip), top-1 97.0%; int8-experts max 1.0, top-1 99.7%; q4 (bf16
+// group scales, prefill activations int8 per row) max 8.42, top-1 60.9% (61.0% with f32 scales,
+// int16 prefill activations and the tied head unquantized; 64.0% with a bf16 LM head).
 // Bounds: ~1.7x the max error, a few points under the agreement. The code path is checked by
 // kInt8ActRoundingHidden / kQ4ActRoundingHidden; these bound the format's noise (a coarser format,
 // a lost scale or a dropped group fails them).
@@ -145,10 +146,11 @@ constexpr float kQ4Logits = 15.0f;
 constexpr double kQ4Top1 = 0.55;
 // q4 vs its dequantized float32 model on the residual stream after layer 1, max |diff| relative
 // to max |h|, in both regimes (kernels.h). Decode (chunks of 8, M <= 32): the activations rounded
-// to int8 per group of 32 (step 1/127 of the group's max): measured 0.0101 (gqa-moe), 0.0116
-// (jamba-layout). Prefill (one forward, M > 32): weights rounded again to int8 per row (step
-// max|w| / 127, ~1/16 of a group's q4 step) and activations to int8 per row (one int8 matmul):
-// 0.0199, 0.0161 (0.0079, 0.0114 while the activations were rounded to int16). After the
+// to int8 per group of 32 (step 1/127 of the group's max): measured 0.0121 (gqa-moe), 0.0106
+// (jamba-layout) (0.0101, 0.0116 with f32 group scales). Prefill (one forward, M > 32): weights
+// rounded again to int8 per row (step max|w| / 127, ~1/16 of a group's q4 step) and activations
+// to int8 per row (one int8 matmul): 0.0246, 0.0163 (0.0199, 0.0161 with f32 group scales;
+// 0.0079, 0.0114 with f32 scales and int16 activations). After the
 // next layer, an MoE one, 0.015 .. 0.062 (routing flips), hence layer 1 only. A scale / nibble /
 // stride mistake gives O(1). (The two regimes then differ by up to ~1.5e-2 from each other: each
 // is held to this bound rather than to the other.)
