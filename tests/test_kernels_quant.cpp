@@ -39,59 +39,43 @@ TEST(QuantRows, Int8RoundTripWithinHalfStep) {
   for (int8_t v : q) EXPECT_EQ(v, 0);
 }
 
-// The activations' int16 rounding (vectorised for 16 values at a time) against the formula in
-// scalar code: nearest-even of x * 32767 / max|x|, over tails of every length and exact ties.
-TEST(QuantRows, ActInt16MatchesScalarFormula) {
-  std::mt19937 rng(5);
+// A per-row activation rounding (vectorised for 16 values at a time) against its formula in
+// scalar code: nearest-even of x * kMax / max|x|, over tails of every length and exact ties; an
+// all-zero row gives zeros and scale 0.
+template <typename T, int kMax>
+void check_act_row(void (*quantize)(const float*, int64_t, T*, float*), unsigned seed) {
+  std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (const int64_t K : {1, 2, 15, 16, 17, 31, 33, 100, 1037}) {
     std::vector<float> x(static_cast<size_t>(K));
     for (float& v : x) v = nd(rng);
-    x[size_t(K / 2)] = -4.0f;  // the maximum: inv = 32767 / 4, so k / 8 lands on halves
-    for (int64_t k = 0; k < K; k += 3) x[size_t(k)] = float(k % 50) * 0.5f / 32767.0f * 4.0f;
-    std::vector<int16_t> q(static_cast<size_t>(K));
+    x[size_t(K / 2)] = -4.0f;  // the maximum: inv = kMax / 4, so k / 8 lands on halves
+    for (int64_t k = 0; k < K; k += 3) x[size_t(k)] = float(k % 50) * 0.5f / float(kMax) * 4.0f;
+    std::vector<T> q(static_cast<size_t>(K));
     float d = 0;
-    quantize_act_int16(x.data(), K, q.data(), &d);
+    quantize(x.data(), K, q.data(), &d);
     float amax = 0;
     for (float v : x) amax = std::max(amax, std::fabs(v));
-    EXPECT_EQ(d, amax / 32767.0f);
-    const float inv = 32767.0f / amax;
+    EXPECT_EQ(d, amax / float(kMax));
+    const float inv = float(kMax) / amax;
     for (int64_t k = 0; k < K; ++k) {
-      const float want = std::clamp(std::nearbyint(x[size_t(k)] * inv), -32767.0f, 32767.0f);
-      EXPECT_EQ(q[size_t(k)], int16_t(want)) << "K=" << K << " k=" << k << " x=" << x[size_t(k)];
-    }
-  }
-}
-
-// The int8 rounding of the large-M q4 product's activations (the int16 code with 8-bit steps),
-// against its formula in scalar code over tails and exact ties; an all-zero row gives zeros.
-TEST(QuantRows, ActInt8MatchesScalarFormula) {
-  std::mt19937 rng(6);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (const int64_t K : {1, 2, 15, 16, 17, 31, 33, 100, 1037}) {
-    std::vector<float> x(static_cast<size_t>(K));
-    for (float& v : x) v = nd(rng);
-    x[size_t(K / 2)] = -4.0f;  // the maximum: inv = 127 / 4
-    for (int64_t k = 0; k < K; k += 3) x[size_t(k)] = float(k % 50) * 0.5f / 127.0f * 4.0f;
-    std::vector<int8_t> q(static_cast<size_t>(K));
-    float d = 0;
-    quantize_act_int8(x.data(), K, q.data(), &d);
-    float amax = 0;
-    for (float v : x) amax = std::max(amax, std::fabs(v));
-    EXPECT_EQ(d, amax / 127.0f);
-    const float inv = 127.0f / amax;
-    for (int64_t k = 0; k < K; ++k) {
-      const float want = std::clamp(std::nearbyint(x[size_t(k)] * inv), -127.0f, 127.0f);
-      EXPECT_EQ(q[size_t(k)], int8_t(want)) << "K=" << K << " k=" << k << " x=" << x[size_t(k)];
+      const float want = std::clamp(std::nearbyint(x[size_t(k)] * inv), -float(kMax), float(kMax));
+      EXPECT_EQ(q[size_t(k)], T(want)) << "K=" << K << " k=" << k << " x=" << x[size_t(k)];
     }
   }
   std::vector<float> z(40, 0.0f);
-  std::vector<int8_t> q(40, 1);
+  std::vector<T> q(40, 1);
   float d = 1;
-  quantize_act_int8(z.data(), 40, q.data(), &d);
+  quantize(z.data(), 40, q.data(), &d);
   EXPECT_EQ(d, 0.0f);
-  for (int8_t v : q) EXPECT_EQ(v, 0);
+  for (T v : q) EXPECT_EQ(v, 0);
 }
+
+// The int8 product's activations (int16 per row).
+TEST(QuantRows, ActInt16MatchesScalarFormula) { check_act_row<int16_t, 32767>(quantize_act_int16, 5); }
+
+// The large-M q4 product's activations (int8 per row: the int16 code with 8-bit steps).
+TEST(QuantRows, ActInt8MatchesScalarFormula) { check_act_row<int8_t, 127>(quantize_act_int8, 6); }
 
 // Decode's per-group int8 rounding of q4 activations (vectorised per full group) against its
 // formula in scalar code: partial last groups, a zero group, exact ties (nearest even).
