@@ -39,6 +39,62 @@ TEST(QuantRows, Int8RoundTripWithinHalfStep) {
   for (int8_t v : q) EXPECT_EQ(v, 0);
 }
 
+// The load-time row quantizers (vectorised 16 values at a time) against their formulas in
+// scalar code (division by the scale, std::round's ties away from zero, q4's first element of
+// largest magnitude): random rows with values on exact half steps, a zero group, and a group
+// whose two extremes tie in magnitude with opposite signs.
+TEST(QuantRows, RowQuantizersMatchScalarFormula) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const int64_t K : {1, 15, 16, 17, 31, 32, 33, 64, 95, 96, 128, 1037}) {
+    std::vector<float> w(static_cast<size_t>(K));
+    for (float& v : w) v = nd(rng);
+    // int8: max 127 -> s = 1, so x.5 values are ties
+    std::vector<float> w8 = w;
+    w8[0] = 127.0f;
+    for (int64_t k = 1; k < K; k += 3) w8[size_t(k)] = float(int(k % 200) - 100) + 0.5f;
+    std::vector<int8_t> q8(static_cast<size_t>(K));
+    float s8 = 0;
+    quantize_row_int8(w8.data(), K, q8.data(), &s8);
+    EXPECT_EQ(s8, 127.0f / 127.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      EXPECT_EQ(q8[size_t(k)], int8_t(std::clamp(std::round(w8[size_t(k)] / s8), -127.0f, 127.0f)))
+          << "K=" << K << " k=" << k;
+    }
+    // q4: group extreme -2 -> s = 0.25 (exact in bf16), values on half steps
+    for (int64_t g = 0; g < q4_groups(K); ++g) {
+      w[size_t(g * kQ4Group)] = -2.0f;
+      for (int64_t k = g * kQ4Group + 2; k < std::min(K, (g + 1) * kQ4Group); k += 4)
+        w[size_t(k)] = float(int(k % 15) - 7) * 0.25f + 0.125f;
+    }
+    if (K >= 64) std::fill_n(w.begin() + 32, 32, 0.0f);
+    if (K >= 96) {
+      w[64 + 3] = 3.0f;
+      w[64 + 10] = -3.0f;
+    }
+    const int64_t G = q4_groups(K);
+    std::vector<uint8_t> q(static_cast<size_t>(q4_row_bytes(K)));
+    std::vector<uint16_t> sc(static_cast<size_t>(G));
+    quantize_row_q4(w.data(), K, q.data(), sc.data());
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t k0 = g * kQ4Group, n = std::min(kQ4Group, K - k0);
+      float m = 0.0f;
+      for (int64_t j = 0; j < n; ++j)
+        if (std::fabs(w[size_t(k0 + j)]) > std::fabs(m)) m = w[size_t(k0 + j)];
+      ASSERT_EQ(sc[size_t(g)], f32_to_bf16(m / -8.0f)) << "K=" << K << " g=" << g;
+      const float sg = bf16_to_f32(sc[size_t(g)]);
+      for (int64_t j = 0; j < kQ4Group; ++j) {
+        const float v = (j < n && sg != 0.0f) ? std::round(w[size_t(k0 + j)] / sg) : 0.0f;
+        EXPECT_EQ(q4_value(q.data(), k0 + j), int(std::clamp(v, -8.0f, 7.0f)))
+            << "K=" << K << " k=" << k0 + j;
+      }
+    }
+    if (K >= 96) {
+      EXPECT_EQ(bf16_to_f32(sc[2]), -0.375f);  // the first of the tied extremes
+    }
+  }
+}
+
 // A per-row activation rounding (vectorised for 16 values at a time) against its formula in
 // scalar code: nearest-even of x * kMax / max|x|, over tails of every length and exact ties; an
 // all-zero row gives zeros and scale 0.

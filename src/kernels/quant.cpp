@@ -13,19 +13,87 @@
 
 namespace jamba {
 
+namespace {
+
+#if defined(__AVX512F__)
+// std::round (half away from zero) of 16 floats, bit for bit: truncate, then one step away from
+// zero where the fraction (exact: v - trunc(v)) is at least one half.
+inline __m512 round_half_away(__m512 v) {
+  const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_abs_ps(_mm512_sub_ps(v, t));
+  const __mmask16 up = _mm512_cmp_ps_mask(f, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN));
+  const __m512 step = _mm512_castsi512_ps(_mm512_or_si512(sign, _mm512_castps_si512(_mm512_set1_ps(1.0f))));
+  return _mm512_mask_add_ps(t, up, t, step);
+}
+
+// clamp(round_half_away(x / s), lo, hi) as int32 lanes.
+inline __m512i round_div_clamp(__m512 x, __m512 s, float lo, float hi) {
+  const __m512 r = round_half_away(_mm512_div_ps(x, s));
+  return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(lo)), _mm512_set1_ps(hi)));
+}
+#endif
+
+}  // namespace
+
+// Both row quantizers run at load for every matrix (`--dtype int8 / q4`, `jamba quantize`):
+// vectorised 16 values at a time with the scalar code's exact arithmetic (the maximum in any
+// order; w / s by division; std::round's ties away from zero), the scalar code on tails.
 void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale) {
   float amax = 0.0f;
-  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(w[k]));
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  __m512 vmax = _mm512_setzero_ps();
+  for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(w + k)));
+  amax = _mm512_reduce_max_ps(vmax);
+#endif
+  for (; k < K; ++k) amax = std::max(amax, std::fabs(w[k]));
   const float s = amax / 127.0f;
   *scale = s;
-  for (int64_t k = 0; k < K; ++k) {
+  k = 0;
+#if defined(__AVX512F__)
+  if (s > 0.0f) {
+    const __m512 sv = _mm512_set1_ps(s);
+    for (; k + 16 <= K; k += 16)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k),
+                       _mm512_cvtepi32_epi8(round_div_clamp(_mm512_loadu_ps(w + k), sv, -127.0f, 127.0f)));
+  }
+#endif
+  for (; k < K; ++k) {
     const float v = s > 0.0f ? std::round(w[k] / s) : 0.0f;
     q[k] = int8_t(std::clamp(v, -127.0f, 127.0f));
   }
 }
 
 void quantize_row_q4(const float* w, int64_t K, uint8_t* q, uint16_t* scales) {
-  for (int64_t g = 0; g < q4_groups(K); ++g) {
+  int64_t g0 = 0;
+#if defined(__AVX512F__)
+  for (; (g0 + 1) * kQ4Group <= K; ++g0) {
+    const float* x = w + g0 * kQ4Group;
+    const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+    const __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+    // m: the first element of largest magnitude, as the scalar loop's strict > picks it
+    float m = 0.0f;
+    if (amax > 0.0f) {
+      const __m512 av = _mm512_set1_ps(amax);
+      const uint32_t hit = uint32_t(_mm512_cmp_ps_mask(a0, av, _CMP_EQ_OQ)) |
+                           (uint32_t(_mm512_cmp_ps_mask(a1, av, _CMP_EQ_OQ)) << 16);
+      m = x[__builtin_ctz(hit)];
+    }
+    scales[g0] = f32_to_bf16(m / -8.0f);
+    const float s = bf16_to_f32(scales[g0]);
+    __m128i lo = _mm_set1_epi8(8), hi = _mm_set1_epi8(8);
+    if (s != 0.0f) {
+      const __m512 sv = _mm512_set1_ps(s);
+      lo = _mm512_cvtepi32_epi8(_mm512_add_epi32(round_div_clamp(x0, sv, -8.0f, 7.0f), _mm512_set1_epi32(8)));
+      hi = _mm512_cvtepi32_epi8(_mm512_add_epi32(round_div_clamp(x1, sv, -8.0f, 7.0f), _mm512_set1_epi32(8)));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + g0 * kQ4GroupBytes),
+                     _mm_or_si128(lo, _mm_slli_epi16(hi, 4)));
+  }
+#endif
+  for (int64_t g = g0; g < q4_groups(K); ++g) {
     const int64_t k0 = g * kQ4Group, n = std::min(kQ4Group, K - k0);
     float m = 0.0f;  // the element of largest magnitude, sign kept
     for (int64_t j = 0; j < n; ++j)
