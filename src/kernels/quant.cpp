@@ -27,6 +27,22 @@ inline __m512 round_half_away(__m512 v) {
   return _mm512_mask_add_ps(t, up, t, step);
 }
 
+#endif
+
+// max |x[k]| (exact in any order), 16 values at a time.
+float max_abs(const float* x, int64_t K) {
+  float amax = 0.0f;
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  __m512 vmax = _mm512_setzero_ps();
+  for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+  amax = _mm512_reduce_max_ps(vmax);
+#endif
+  for (; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
+  return amax;
+}
+
+#if defined(__AVX512F__)
 // clamp(round_half_away(x / s), lo, hi) as int32 lanes.
 inline __m512i round_div_clamp(__m512 x, __m512 s, float lo, float hi) {
   const __m512 r = round_half_away(_mm512_div_ps(x, s));
@@ -40,17 +56,9 @@ inline __m512i round_div_clamp(__m512 x, __m512 s, float lo, float hi) {
 // vectorised 16 values at a time with the scalar code's exact arithmetic (the maximum in any
 // order; w / s by division; std::round's ties away from zero), the scalar code on tails.
 void quantize_row_int8(const float* w, int64_t K, int8_t* q, float* scale) {
-  float amax = 0.0f;
-  int64_t k = 0;
-#if defined(__AVX512F__)
-  __m512 vmax = _mm512_setzero_ps();
-  for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(w + k)));
-  amax = _mm512_reduce_max_ps(vmax);
-#endif
-  for (; k < K; ++k) amax = std::max(amax, std::fabs(w[k]));
-  const float s = amax / 127.0f;
+  const float s = max_abs(w, K) / 127.0f;
   *scale = s;
-  k = 0;
+  int64_t k = 0;
 #if defined(__AVX512F__)
   if (s > 0.0f) {
     const __m512 sv = _mm512_set1_ps(s);
@@ -156,17 +164,10 @@ namespace {
 // in the default mode, so both loops give the scalar tails' values bit for bit.
 template <typename T, int kMax>
 void quantize_act_row(const float* x, int64_t K, T* q, float* d) {
-  float amax = 0.0f;
-  int64_t k = 0;
-#if defined(__AVX512F__)
-  __m512 vmax = _mm512_setzero_ps();
-  for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
-  amax = _mm512_reduce_max_ps(vmax);
-#endif
-  for (; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
+  const float amax = max_abs(x, K);
   *d = amax / float(kMax);
   const float inv = amax > 0.0f ? float(kMax) / amax : 0.0f;
-  k = 0;
+  int64_t k = 0;
 #if defined(__AVX512F__)
   const __m512 vinv = _mm512_set1_ps(inv);
   const __m512i lo = _mm512_set1_epi32(-kMax), hi = _mm512_set1_epi32(kMax);

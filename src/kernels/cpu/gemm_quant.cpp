@@ -50,6 +50,25 @@ struct Common {
   bool accumulate;
 };
 
+// Grows a per-thread scratch vector to at least n elements (never shrinks, never clears).
+template <typename V>
+void grow(V& v, int64_t n) {
+  if (v.size() < size_t(n)) v.resize(size_t(n));
+}
+
+// An activation row rounded per row to int16, or to int8 held as int16 (act8: the large-M q4
+// product), for the int8 product's int16 kernels.
+void round_row16(const float* x, int64_t K, bool act8, int16_t* q, float* d) {
+  if (!act8) {
+    quantize_act_int16(x, K, q, d);
+    return;
+  }
+  thread_local std::vector<int8_t> q8;
+  grow(q8, K);
+  quantize_act_int8(x, K, q8.data(), d);
+  for (int64_t k = 0; k < K; ++k) q[k] = q8[size_t(k)];
+}
+
 // One int8 weight row against MR activation rows rounded to int16 (kernels.h): vpdpwssd adds 32
 // products (int16 pairs) into 16 int32 lanes, from the weights sign-extended to int16 and the
 // rows' int16 values (zero-padded to a multiple of 32). A lane gains at most 2 * 127 * 32767
@@ -73,16 +92,8 @@ struct DotQ8T {
     qa.assign(static_cast<size_t>(rows * Kp), 0);
     da.resize(static_cast<size_t>(rows));
 #pragma omp parallel for schedule(static) if (rows > kMaxSmallM)
-    for (int64_t m = 0; m < rows; ++m) {
-      int16_t* q = qa.data() + m * Kp;
-      if constexpr (kAct8) {
-        std::vector<int8_t> q8(static_cast<size_t>(a.K));
-        quantize_act_int8(A + m * a.lda, a.K, q8.data(), &da[size_t(m)]);
-        for (int64_t k = 0; k < a.K; ++k) q[k] = q8[size_t(k)];
-      } else {
-        quantize_act_int16(A + m * a.lda, a.K, q, &da[size_t(m)]);
-      }
-    }
+    for (int64_t m = 0; m < rows; ++m)
+      round_row16(A + m * a.lda, a.K, kAct8, qa.data() + m * Kp, &da[size_t(m)]);
   }
 
   template <int MR>
@@ -426,12 +437,6 @@ std::vector<float> rounded_rows(const Common& c, const Round& round) {
 
 #endif  // !JAMBA_QUANT_VNNI
 
-// Grows a per-thread scratch vector to at least n elements (never shrinks, never clears).
-template <typename V>
-void grow(V& v, int64_t n) {
-  if (v.size() < size_t(n)) v.resize(size_t(n));
-}
-
 // The large-M product with oneDNN's VNNI int8 matmul on the weights in place. int16 activations
 // (the int8 type) split exactly into a signed high and an unsigned low byte (q = 256 hi + lo, hi
 // in [-128, 127], lo in [0, 255]): two matmuls give both integer dots, combined exactly in
@@ -505,15 +510,9 @@ void gemm_q8_large(const GemmQ8Args& a, bool act8) {
   // The rounded activations as f32 for sgemm.
   const std::vector<float> Ar = rounded_rows(c, [&](const float* x, float* out) {
     float d = 0.0f;
-    if (act8) {
-      std::vector<int8_t> q(static_cast<size_t>(a.K));
-      quantize_act_int8(x, a.K, q.data(), &d);
-      for (int64_t k = 0; k < a.K; ++k) out[k] = d * float(q[size_t(k)]);
-    } else {
-      std::vector<int16_t> q(static_cast<size_t>(a.K));
-      quantize_act_int16(x, a.K, q.data(), &d);
-      for (int64_t k = 0; k < a.K; ++k) out[k] = d * float(q[size_t(k)]);
-    }
+    std::vector<int16_t> q(static_cast<size_t>(a.K));
+    round_row16(x, a.K, act8, q.data(), &d);
+    for (int64_t k = 0; k < a.K; ++k) out[k] = d * float(q[size_t(k)]);
   });
   Common r = c;
   r.A = Ar.data();
