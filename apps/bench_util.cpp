@@ -1,13 +1,18 @@
 #include "apps/bench_util.h"
 
+#include <cblas.h>
 #include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <random>
 
+#include "core/dtype.h"
 #include "core/error.h"
+#include "kernels/kernels.h"
+#include "kernels/quant.h"
 
 namespace jamba::app::bench {
 
@@ -129,6 +134,75 @@ double process_cpu_seconds() {
   if (::getrusage(RUSAGE_SELF, &u) != 0) return 0;
   auto sec = [](const timeval& t) { return double(t.tv_sec) + 1e-6 * double(t.tv_usec); };
   return sec(u.ru_utime) + sec(u.ru_stime);
+}
+
+Peaks measure_peaks(WeightType wt, bool a16, double model_bytes) {
+  Peaks p;
+  const int mr = 512, n = 2048;
+  std::vector<float> a(static_cast<size_t>(mr) * n), b(static_cast<size_t>(n) * n),
+      c(static_cast<size_t>(mr) * n);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (float& x : a) x = nd(rng);
+  for (float& x : b) x = nd(rng);
+  std::vector<uint16_t> w16;
+  std::vector<int8_t> w8;
+  std::vector<uint8_t> w4;
+  std::vector<float> sc;
+  std::vector<uint16_t> sc4;  // q4: bf16 group scales
+  const bool q8 = wt == WeightType::Int8 || wt == WeightType::Int8Experts, q4 = wt == WeightType::Q4;
+  if (a16) {
+    w16.resize(b.size());
+    for (size_t i = 0; i < b.size(); ++i) w16[i] = f32_to_bf16(b[i]);
+  } else if (q8) {
+    w8.resize(b.size());
+    sc.resize(size_t(n));
+    for (int r = 0; r < n; ++r) quantize_row_int8(b.data() + size_t(r) * n, n, w8.data() + size_t(r) * n, &sc[size_t(r)]);
+  } else if (q4) {
+    w4.resize(size_t(n * q4_row_bytes(n)));
+    sc4.resize(size_t(n * q4_groups(n)));
+    for (int r = 0; r < n; ++r)
+      quantize_row_q4(b.data() + size_t(r) * n, n, w4.data() + r * q4_row_bytes(n), sc4.data() + r * q4_groups(n));
+  }
+  double best = 0;
+  for (int r = 0; r < 4; ++r) {
+    auto t0 = Clock::now();
+    if (a16)
+      cpu::gemm_bf16({.M = mr, .N = n, .K = n, .A = a.data(), .lda = n, .W = w16.data(), .ldw = n,
+                      .C = c.data(), .ldc = n, .bf16_activations = true});
+    else if (q8)
+      cpu::gemm_q8({.M = mr, .N = n, .K = n, .A = a.data(), .lda = n, .W = w8.data(), .ldw = n,
+                    .scale = sc.data(), .C = c.data(), .ldc = n});
+    else if (q4)
+      cpu::gemm_q4({.M = mr, .N = n, .K = n, .A = a.data(), .lda = n, .W = w4.data(),
+                    .ldw = q4_row_bytes(n), .scale = sc4.data(), .lds = q4_groups(n), .C = c.data(),
+                    .ldc = n});
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mr, n, n, 1.0f, a.data(), n, b.data(), n,
+                  0.0f, c.data(), n);
+    best = std::max(best, 2.0 * mr * n * n / seconds(t0, Clock::now()) / 1e9);
+  }
+  p.gemm_gflops = best;
+  const size_t m = std::clamp<size_t>(size_t(model_bytes) / 64 * 64, size_t(256) << 20, size_t(2) << 30);
+  std::vector<float> big(m / sizeof(float));
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < big.size(); ++i) big[i] = float(i & 7);
+  std::vector<double> bws;
+  for (int r = 0; r < 8; ++r) {
+    float s = 0;
+    auto t0 = Clock::now();
+#pragma omp parallel for simd reduction(+ : s) schedule(static)
+    for (size_t i = 0; i < big.size(); ++i) s += big[i];
+    const double t = seconds(t0, Clock::now());
+    if (s == -1.0f) std::printf(" ");  // keep the sum alive
+    if (r > 0) bws.push_back(double(m) / t / 1e9);  // the first pass is a warm-up
+  }
+  std::sort(bws.begin(), bws.end());
+  p.bw_gbs = bws[bws.size() / 2];
+  p.bw_lo = bws.front();
+  p.bw_hi = bws.back();
+  p.bw_bytes = double(m);
+  return p;
 }
 
 }  // namespace jamba::app::bench

@@ -37,6 +37,18 @@ int64_t current_rss_bytes();
 // for reuse, so without this the memory of a previous measurement would count in the next one.
 void release_free_heap();
 
+// The machine's limits, measured now with the current thread count.
+struct Peaks {
+  double gemm_gflops = 0, bw_gbs = 0, bw_lo = 0, bw_hi = 0;
+  double bw_bytes = 0;  // bytes of one read
+};
+// The GEMM peak is the rate of the kernel the model's matrices run, on a prefill chunk's product
+// (M = 512, N = K = 2048): OpenBLAS sgemm for f32, cpu::gemm_bf16 with bf16 activations
+// (oneDNN when built in) for bf16, the int8 / q4 kernels for those. The read bandwidth is the
+// median of 7 reads of an array as large as the model's matrices (at least 256 MiB, beyond the
+// caches; at most 2 GiB), after one untimed pass: a decode token reads that kind of stream.
+Peaks measure_peaks(WeightType wt, bool a16, double model_bytes);
+
 struct Stat {
   double median = 0, lo = 0, hi = 0;
 };

@@ -73,6 +73,7 @@ Runner add_serve(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads,-t", o->g.threads, "compute threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--dtype", o->g.dtype, kDtypeHelp);
+  app.add_option("--lora", o->g.lora, kLoraHelp);
   app.add_option("--activations", o->g.activations,
                  std::string(kActivationsHelp) +
                      ". Default here: f32, so that answers do not depend on batching or caching");

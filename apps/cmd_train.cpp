@@ -10,13 +10,19 @@
 #include <filesystem>
 #include <memory>
 
+#include "apps/bench_util.h"
 #include "apps/commands.h"
 #include "apps/optim_options.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "io/tokenizer.h"
 #include "model/presets.h"
+#include "model/lora.h"
+#include "model/model.h"
+#include "model/model_info.h"
 #include "train/comm.h"
+#include "train/lora_merge.h"
+#include "train/lora_train.h"
 #include "train/trainer.h"
 
 namespace jamba::app {
@@ -35,6 +41,9 @@ extern "C" void on_stop_signal(int) {
 
 struct TrainCliOpts {
   std::string config, init_from, tokenizer, out, export_dir, export_dtype = "bf16";
+  int64_t lora_rank = 0;
+  double lora_alpha = 0;
+  std::string lora_targets, base_dtype = "auto";
   std::vector<std::string> corpus;
   bool resume = false;
   uint64_t init_seed = 0;
@@ -90,6 +99,23 @@ Runner add_train(CLI::App& app) {
   app.add_flag("--quiet", t.quiet, "no progress output");
   app.add_option("--threads", o->threads, "threads per process (0 = all cores / local ranks)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--lora-rank", o->lora_rank,
+                 "train LoRA adapters of this rank on the frozen --init-from model (0 = full "
+                 "training); checkpoints then hold a PEFT adapter (adapter_config.json + "
+                 "adapter_model.safetensors) for --lora")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--lora-alpha", o->lora_alpha, "LoRA alpha: the update is alpha/rank * B A "
+                 "(default 2 * rank)")->check(CLI::PositiveNumber);
+  app.add_option("--lora-targets", o->lora_targets,
+                 "comma-separated modules to adapt (default in_proj,x_proj,out_proj,q_proj,"
+                 "k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,router; also dt_proj, all)");
+  app.add_option("--base-dtype", o->base_dtype,
+                 "LoRA: how the frozen base is held: auto (as stored), f32, bf16, int8, q4")
+      ->check(CLI::IsMember({"auto", "f32", "bf16", "int8", "q4"}));
+  app.add_option("--checkpoint-every", t.checkpoint_every,
+                 "activation checkpointing: keep only every K-th layer's input and recompute "
+                 "the rest in the backward (0 = keep all activations)")
+      ->check(CLI::NonNegativeNumber);
   return [o]() {
     namespace fs = std::filesystem;
     std::unique_ptr<Comm> comm = world_comm();
@@ -106,8 +132,23 @@ Runner add_train(CLI::App& app) {
     if (!fs::is_regular_file(tok_path)) fail("[train] tokenizer file not found: ", tok_path);
     o->train.tokenizer_path = tok_path;
     const Tokenizer tok = Tokenizer::load(tok_path);
+    const bool lora = o->lora_rank > 0;
+    if (lora && o->init_from.empty())
+      fail("[train] --lora-rank needs --init-from (the model whose adapters are trained)");
     ParamStore P;
-    if (!o->init_from.empty()) {
+    std::unique_ptr<Weights> base;
+    LoraConfig lc;
+    if (lora) {
+      lc.rank = o->lora_rank;
+      lc.alpha = o->lora_alpha > 0 ? o->lora_alpha : 2.0 * double(o->lora_rank);
+      lc.targets = o->lora_targets.empty() ? default_lora_targets()
+                                           : parse_lora_targets(o->lora_targets);
+      const JambaConfig cfg =
+          JambaConfig::from_file((fs::path(o->init_from) / "config.json").string());
+      base = std::make_unique<Weights>(
+          Weights::load(cfg, o->init_from, weight_type_from_name(o->base_dtype)));
+      P = lora_param_store(cfg, lc, o->init_seed);
+    } else if (!o->init_from.empty()) {
       P = ParamStore::load(o->init_from);
     } else {
       const JambaConfig cfg = is_preset(o->config) ? preset_config(o->config)
@@ -122,23 +163,39 @@ Runner add_train(CLI::App& app) {
     auto t0 = std::chrono::steady_clock::now();
     const TokenDataset data =
         TokenDataset::from_text(o->corpus, tok, o->corpus_opts, P.cfg.vocab_size);
+    const ModelStats ms = model_stats(P.cfg);
+    if (root && !quiet && lora)
+      std::fprintf(stderr, "lora: rank %lld, alpha %g, %zu modules, base %s (%s, frozen)\n",
+                   static_cast<long long>(lc.rank), lc.alpha, P.size() / 2,
+                   o->init_from.c_str(), weight_type_name(base->type));
     if (root && !quiet) {
       int64_t n_params = 0;
       for (size_t i = 0; i < P.size(); ++i) n_params += P.numel(i);
       std::fprintf(stderr,
                    "corpus: %lld tokens (%lld training + %lld held-out windows of %lld) in %.1f s\n"
-                   "model: %.2fM parameters, %zu layers; %s, %d threads each\n",
+                   "model: %.2fM %s parameters, %zu layers; %s, %d threads each\n",
                    static_cast<long long>(data.total_tokens()),
                    static_cast<long long>(data.train_windows()),
                    static_cast<long long>(data.heldout_windows()),
                    static_cast<long long>(data.seq_len()),
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
-                   double(n_params) / 1e6, P.cfg.layers.size(), comm->describe().c_str(),
+                   double(n_params) / 1e6, lora ? "trainable (adapter)" : "", P.cfg.layers.size(),
+                   comm->describe().c_str(),
                    num_threads());
     }
     o->train.schedule.total_steps = o->train.steps;
-    Trainer trainer(std::move(P), data, o->train, *comm);
-    if (o->resume) trainer.resume(o->train.out_dir);
+    Trainer trainer = lora ? Trainer(std::move(P), std::move(*base), lc, data, o->train, *comm)
+                           : Trainer(std::move(P), data, o->train, *comm);
+    base.reset();
+    if (o->resume) {
+      trainer.resume(o->train.out_dir);
+    } else if (!o->init_from.empty()) {
+      // What the run starts from, on the same held-out windows as every later evaluation.
+      const float e0 = trainer.evaluate();
+      if (root && !quiet)
+        std::fprintf(stderr, "held-out loss of %s before training: %.4f (perplexity %.2f)\n",
+                     o->init_from.c_str(), e0, std::exp(double(e0)));
+    }
     struct sigaction sa {};
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
@@ -148,14 +205,39 @@ Runner add_train(CLI::App& app) {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (root && !o->export_dir.empty() && !r.interrupted) {
-      write_hf_model(o->export_dir, trainer.params(),
-                     o->export_dtype == "f32" ? DType::F32 : DType::BF16, tok_path);
+      const DType dt = o->export_dtype == "f32" ? DType::F32 : DType::BF16;
+      if (lora) {  // the merged model: base + adapter
+        ParamStore merged = ParamStore::load(o->init_from);
+        merge_lora_into(merged, lora_weights_of(trainer.params(), lc));
+        write_hf_model(o->export_dir, merged, dt, tok_path);
+      } else {
+        write_hf_model(o->export_dir, trainer.params(), dt, tok_path);
+      }
       if (!quiet) std::fprintf(stderr, "exported %s (%s)\n", o->export_dir.c_str(), o->export_dtype.c_str());
     }
-    if (root)
+    if (root) {
       std::printf("steps %lld  held-out loss %.4f  perplexity %.2f  %.0f tokens/s  %.1f s  %s\n",
                   static_cast<long long>(r.step), r.last_eval, std::exp(double(r.last_eval)),
                   r.tokens_per_s, r.seconds, r.checkpoint.c_str());
+      // Model FLOPs per trained token: the forward (2 per active matmul weight + causal attention
+      // scores and values) and the backward's dX (the same again) and, when training every
+      // weight, dW (again); a checkpointed forward runs twice. MFU against the f32 GEMM peak
+      // measured now (the backward's products are f32 GEMMs).
+      const double T = double(data.seq_len());
+      const double attn = 4.0 * (T / 2) * double(trainer.params().cfg.num_attention_heads * trainer.params().cfg.head_dim()) *
+                          double(trainer.params().cfg.n_attention_layers());
+      const double fwd = double(ms.flops_per_token) + attn;
+      const double flop_tok =
+          fwd * ((lora ? 2.0 : 3.0) + (o->train.checkpoint_every > 0 ? 1.0 : 0.0));
+      if (!quiet && r.tokens_per_s > 0) {
+        const double gf = r.tokens_per_s * flop_tok / 1e9;
+        const double peak = bench::measure_peaks(WeightType::F32, false, 0).gemm_gflops;
+        std::printf("model FLOPs %.2f GFLOP/token  %.1f GFLOP/s  MFU %.1f%% of the f32 GEMM peak "
+                    "%.1f GFLOP/s  peak RSS %.2f GiB\n",
+                    flop_tok / 1e9, gf, 100.0 * gf / peak, peak,
+                    double(bench::peak_rss_bytes()) / double(1 << 30));
+      }
+    }
     return r.interrupted ? 130 : 0;
   };
 }

@@ -16,6 +16,11 @@ inline constexpr const char* kActivationsHelp =
     "inputs of the bf16 matrices' GEMMs: auto (bf16 when the weights are bf16, as HF runs a bf16 "
     "checkpoint; fast AVX512-BF16/oneDNN path), f32 (closest to a float32 run), bf16";
 
+// --lora of every command that generates (LoadOptions::lora, model/lora.h).
+inline constexpr const char* kLoraHelp =
+    "LoRA adapter directory (PEFT: adapter_config.json + adapter_model.safetensors), applied on "
+    "the fly over any --dtype";
+
 Runner add_forward(CLI::App& app);
 Runner add_info(CLI::App& app);
 Runner add_init(CLI::App& app);
@@ -29,5 +34,6 @@ Runner add_quantize(CLI::App& app);
 Runner add_train(CLI::App& app);
 Runner add_serve(CLI::App& app);
 Runner add_explore(CLI::App& app);
+Runner add_merge_lora(CLI::App& app);
 
 }  // namespace jamba::app

@@ -18,6 +18,7 @@ void add_gen_options(CLI::App& app, GenOptions& o) {
   app.add_option("--dtype", o.dtype, kDtypeHelp);
   app.add_option("--activations", o.activations, kActivationsHelp);
   app.add_option("--kv-dtype", o.kv_dtype, kKvDtypeHelp);
+  app.add_option("--lora", o.lora, kLoraHelp);
   app.add_option("--max-new-tokens,-n", o.max_new_tokens, "tokens to generate at most")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--ctx-size", o.ctx_size, "context length limit (0 = the model's)")
@@ -45,7 +46,8 @@ Loaded load_for_generation(const GenOptions& o) {
   Loaded L;
   L.model = std::make_unique<Model>(Model::load(o.model, {.weights = weight_type_from_name(o.dtype),
                                                           .activations = matmul_activations_from_name(o.activations),
-                                                          .kv = kv_dtype_from_name(o.kv_dtype)}));
+                                                          .kv = kv_dtype_from_name(o.kv_dtype),
+                                                          .lora = o.lora}));
   const std::string tpath = o.tokenizer.empty() ? o.model : o.tokenizer;
   L.tok = std::make_unique<Tokenizer>(Tokenizer::load(tpath));
   const JambaConfig& c = L.model->config();

@@ -14,6 +14,7 @@ namespace jamba::app {
 
 struct GenOptions {
   std::string model, tokenizer, dtype = "auto", activations = "auto", kv_dtype = "auto";
+  std::string lora;  // LoRA adapter directory (PEFT layout), or ""
   int threads = 0;
   int64_t max_new_tokens = 256;
   int64_t ctx_size = 0;

@@ -51,6 +51,8 @@ int main(int argc, char** argv) {
   reg("grad", "losses, gradients and AdamW steps on a batch (training check)", jamba::app::add_grad);
   reg("quantize", "write an int8 / int8-experts / q4 quantized copy of a checkpoint",
       jamba::app::add_quantize);
+  reg("merge-lora", "merge a LoRA adapter into a base checkpoint (writes a full checkpoint)",
+      jamba::app::add_merge_lora);
   reg("serve", "OpenAI-compatible HTTP server: continuous batching, prefix-state cache, chat page",
       jamba::app::add_serve);
   reg("train", "train a model on a text corpus (checkpoints, resume, MPI data parallel)",

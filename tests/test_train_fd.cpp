@@ -3,6 +3,7 @@
 // whole model's loss (cross-entropy with the shift and -100, pooled aux loss, tied embeddings).
 #include <gtest/gtest.h>
 
+#include "kernels/kernels.h"
 #include "train/model_grad.h"
 #include "train_test_util.h"
 #include "tolerances.h"
@@ -46,7 +47,7 @@ constexpr int64_t kB = 2, kT = 7;
 // difference step must not change any top-k decision (every evaluation is also checked).
 constexpr double kMinRoutingGap = 0.03;
 constexpr size_t kModelChecks = 16;  // elements checked per parameter tensor of a whole model
-double min_routing_gap(const MoeCache& mc, int64_t E, int64_t k) {
+double min_routing_gap(const MoeTape& mc, int64_t E, int64_t k) {
   double gap = 1;
   for (size_t m = 0; m * E < mc.probs.size(); ++m) {
     std::vector<float> p(mc.probs.begin() + m * E, mc.probs.begin() + (m + 1) * E);
@@ -57,7 +58,7 @@ double min_routing_gap(const MoeCache& mc, int64_t E, int64_t k) {
 }
 // Whether two routings select the same set of experts for every row (the order of the k slots
 // does not matter).
-bool same_routing(const MoeCache& a, const MoeCache& b, int64_t k) {
+bool same_routing(const MoeTape& a, const MoeTape& b, int64_t k) {
   if (a.sel.size() != b.sel.size()) return false;
   for (size_t r = 0; r < a.sel.size(); r += size_t(k)) {
     std::vector<int32_t> x(a.sel.begin() + r, a.sel.begin() + r + k),
@@ -76,7 +77,8 @@ TEST(TrainFd, RmsNorm) {
   for (float& v : w) v += 1.0f;
   std::vector<float> y(M * D), dx(M * D), dw(D, 0.0f);
   auto f = [&]() {
-    rmsnorm_fwd(M, D, x.data(), D, w.data(), 1e-6f, y.data(), D);
+    cpu::rmsnorm({.M = M, .D = D, .x = x.data(), .ldx = D, .w = w.data(), .eps = 1e-6f,
+                  .y = y.data(), .ldy = D});
     return dot(wout, y.data());
   };
   rmsnorm_bwd(M, D, x.data(), D, w.data(), 1e-6f, wout.data(), D, dx.data(), D, false, dw.data());
@@ -88,19 +90,20 @@ TEST(TrainFd, Mlp) {
   testutil::OneThread one_thread;
   const JambaConfig c = testutil::tiny_train_config(false, false);
   ParamStore P = testutil::noisy_params(c, 11, 0.4, 0.1);
-  const MlpP w = model_view(P).layers[0].mlp;
+  const Weights W = P.view();
+  const MlpWeights& w = W.layers[0].mlp;
   const int64_t M = kB * kT, D = c.hidden_size;
   check_block(
       "mlp", P, randn(M * D, 12), M * D,
       [&](const float* x, float* out) {
-        MlpCache mc;
-        mlp_train_forward(w, x, M, out, &mc);
+        MlpTape mc;
+        mlp_forward(w, x, M, out, &mc);
         return 0.0;
       },
       [&](const float* x, const float* dout, float* dx, Grads& G) {
-        MlpCache mc;
+        MlpTape mc;
         std::vector<float> out(M * D);
-        mlp_train_forward(w, x, M, out.data(), &mc);
+        mlp_forward(w, x, M, out.data(), &mc);
         mlp_train_backward(w, x, mc, dout, M, dx, false, G);
       });
 }
@@ -110,21 +113,23 @@ void check_mamba(const std::string& name, JambaConfig c, int64_t T, double alog_
   c.validate(name);
   c.derive();
   ParamStore P = testutil::noisy_params(c, 21, 0.4, 0.1);
-  const MambaP w = model_view(P).layers[0].mamba;
-  for (float& v : P.data[w.A_log.idx]) v += float(alog_shift);
+  for (float& v : P.data[P.find("model.layers.0.mamba.A_log")]) v += float(alog_shift);
   const int64_t M = kB * T, D = c.hidden_size;
+  // A view per evaluation: MambaWeights::A is computed from A_log when the view is made.
   check_block(
       name, P, randn(M * D, 22), M * D,
       [&](const float* x, float* out) {
-        MambaCache mc;
-        mamba_train_forward(c, w, kB, T, x, out, &mc);
+        const Weights W = P.view();
+        MambaTape mc;
+        testutil::mamba_fwd(c, W.layers[0].mamba, 0, kB, T, x, out, &mc);
         return 0.0;
       },
       [&](const float* x, const float* dout, float* dx, Grads& G) {
-        MambaCache mc;
+        const Weights W = P.view();
+        MambaTape mc;
         std::vector<float> out(M * D);
-        mamba_train_forward(c, w, kB, T, x, out.data(), &mc);
-        mamba_train_backward(c, w, kB, T, x, mc, dout, dx, G);
+        testutil::mamba_fwd(c, W.layers[0].mamba, 0, kB, T, x, out.data(), &mc);
+        mamba_train_backward(c, W.layers[0].mamba, kB, T, x, mc, dout, dx, G);
       });
 }
 
@@ -153,19 +158,20 @@ TEST(TrainFd, AttentionGqa) {
   testutil::OneThread one_thread;
   const JambaConfig c = testutil::tiny_train_config(false, false);
   ParamStore P = testutil::noisy_params(c, 31, 0.5, 0.1);
-  const AttnP w = model_view(P).layers[1].attn;
+  const Weights W = P.view();
+  const AttentionWeights& w = W.layers[1].attn;
   const int64_t M = kB * kT, D = c.hidden_size;
   check_block(
       "attention", P, randn(M * D, 32), M * D,
       [&](const float* x, float* out) {
-        AttnCache ac;
-        attention_train_forward(c, w, kB, kT, x, out, &ac);
+        AttnTape ac;
+        testutil::attention_fwd(c, w, 1, kB, kT, x, out, &ac);
         return 0.0;
       },
       [&](const float* x, const float* dout, float* dx, Grads& G) {
-        AttnCache ac;
+        AttnTape ac;
         std::vector<float> out(M * D);
-        attention_train_forward(c, w, kB, kT, x, out.data(), &ac);
+        testutil::attention_fwd(c, w, 1, kB, kT, x, out.data(), &ac);
         attention_train_backward(c, w, kB, kT, x, ac, dout, dx, G);
       });
 }
@@ -176,22 +182,23 @@ TEST(TrainFd, MoeRoutingAndAux) {
   testutil::OneThread one_thread;
   const JambaConfig c = testutil::tiny_train_config(true, false);
   ParamStore P = testutil::noisy_params(c, 41, 0.4, 0.1);
-  const MoeP w = model_view(P).layers[1].moe;
+  const Weights W = P.view();
+  const MoeWeights& w = W.layers[1].moe;
   const int64_t M = kB * kT, D = c.hidden_size, E = c.num_experts;
   const double aux_w = 0.3;
   // Inputs whose every top-k decision is far from a tie (deterministic search over seeds).
   std::vector<float> x0;
-  MoeCache base;
+  MoeTape base;
   double gap = 0;
   for (uint64_t seed = 42; seed < 142 && gap < kMinRoutingGap; ++seed) {
     x0 = randn(M * D, seed);
     std::vector<float> out(M * D);
-    moe_train_forward(c, w, x0.data(), M, out.data(), &base);
+    moe_forward(c, w, x0.data(), M, out.data(), &base);
     gap = min_routing_gap(base, E, c.num_experts_per_tok);
   }
   ASSERT_GE(gap, kMinRoutingGap) << "test setup: no input without a near-tie routing";
   int flips = 0;
-  auto aux_of = [&](const MoeCache& mc) {
+  auto aux_of = [&](const MoeTape& mc) {
     double a = 0;
     for (int64_t e = 0; e < E; ++e) {
       double f = 0, p = 0;
@@ -204,15 +211,15 @@ TEST(TrainFd, MoeRoutingAndAux) {
   check_block(
       "moe", P, x0, M * D,
       [&](const float* x, float* out) {
-        MoeCache mc;
-        moe_train_forward(c, w, x, M, out, &mc);
+        MoeTape mc;
+        moe_forward(c, w, x, M, out, &mc);
         flips += !same_routing(mc, base, c.num_experts_per_tok);
         return aux_of(mc);
       },
       [&](const float* x, const float* dout, float* dx, Grads& G) {
-        MoeCache mc;
+        MoeTape mc;
         std::vector<float> out(M * D);
-        moe_train_forward(c, w, x, M, out.data(), &mc);
+        moe_forward(c, w, x, M, out.data(), &mc);
         std::vector<float> aux_dp(E);
         for (int64_t e = 0; e < E; ++e) {
           double f = 0;

@@ -145,27 +145,30 @@ TEST(TrainModel, GradientAccumulationMatchesFullBatch) {
 TEST(TrainModel, ExpertWithoutTokenHasNoGradient) {
   const JambaConfig c = testutil::tiny_train_config(true, false);
   ParamStore P = testutil::noisy_params(c, 5, 0.3, 0.1);
-  const MoeP w = model_view(P).layers[1].moe;
+  const Weights W = P.view();
+  const MoeWeights& w = W.layers[1].moe;
   const std::vector<float> x = randn(c.hidden_size, 6);  // one token: k = 2 of 4 experts
   std::vector<float> out(c.hidden_size), dx(c.hidden_size);
-  MoeCache mc;
-  moe_train_forward(c, w, x.data(), 1, out.data(), &mc);
+  MoeTape mc;
+  moe_forward(c, w, x.data(), 1, out.data(), &mc);
   Grads G(P);
   moe_train_backward(c, w, x.data(), mc, randn(c.hidden_size, 7).data(), 1, {}, dx.data(), G);
   int with = 0;
   for (int64_t e = 0; e < c.num_experts; ++e) {
     const bool used = !mc.rows[e].empty();
     with += used;
-    EXPECT_EQ(G.has(w.experts[e].gate.w.idx), used);
-    EXPECT_EQ(G.has(w.experts[e].down.w.idx), used);
+    const std::string ex = "model.layers.1.feed_forward.experts." + std::to_string(e);
+    EXPECT_EQ(G.has(P.find(ex + ".gate_proj.weight")), used);
+    EXPECT_EQ(G.has(P.find(ex + ".down_proj.weight")), used);
   }
   EXPECT_EQ(with, c.num_experts_per_tok);
-  EXPECT_TRUE(G.has(w.router.w.idx));
+  EXPECT_TRUE(G.has(P.find("model.layers.1.feed_forward.router.weight")));
   const ParamStore P0 = P;
   AdamW opt(P, {});
   opt.step(P, G);
   for (int64_t e = 0; e < c.num_experts; ++e) {
-    const size_t i = w.experts[e].up.w.idx;
+    const size_t i = P.find("model.layers.1.feed_forward.experts." + std::to_string(e) +
+                            ".up_proj.weight");
     EXPECT_EQ(P.data[i] == P0.data[i], mc.rows[e].empty());
     EXPECT_EQ(opt.steps(i), mc.rows[e].empty() ? 0 : 1);
   }

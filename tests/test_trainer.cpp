@@ -21,6 +21,7 @@
 #include "tolerances.h"
 #include "train/comm.h"
 #include "train/data.h"
+#include "train/lora_train.h"
 #include "train/trainer.h"
 #include "train_test_util.h"
 
@@ -282,6 +283,76 @@ TEST(Trainer, CheckpointLoadsForInferenceWithTheSameLoss) {
   EXPECT_NEAR(ce, lv.loss, tol::kTrainVsInference) << "inference " << ce << " training " << lv.loss;
 }
 
+// LoRA: adapters of a frozen base train (the held-out loss falls), a resumed run is
+// bit-identical to an uninterrupted one, checkpoints hold a PEFT adapter (no model files), and
+// the inference path with that adapter computes the training loss.
+TEST(Trainer, LoraTrainsResumesAndLoadsForInference) {
+  REQUIRE_ENV();
+  testutil::OneThread one;
+  const Tokenizer tok = Tokenizer::load(env().spm);
+  const TokenDataset d = TokenDataset::from_text({env().corpus}, tok, corpus_opts(), 512);
+  auto comm = world_comm();
+  const std::string base_dir = make_temp_dir("lora_base");
+  const ParamStore base = fresh_params();
+  write_hf_model(base_dir, base, DType::F32, env().spm);
+  LoraConfig lc;
+  lc.rank = 4;
+  lc.alpha = 8;
+  lc.targets = default_lora_targets();
+  auto trainer = [&](const std::string& out, int64_t steps) {
+    TrainOptions o = loop_options(out);
+    o.steps = steps;
+    o.adam.lr = 1e-2;
+    o.checkpoint_every = 2;
+    return Trainer(lora_param_store(base.cfg, lc, 1), base.view(), lc, d, o, *comm);
+  };
+  const std::string outA = make_temp_dir("lora_full"), outB = make_temp_dir("lora_split");
+  Trainer full = trainer(outA, 6);
+  const float before = full.evaluate();
+  const TrainResult ra = full.run(nullptr);
+  EXPECT_EQ(ra.step, 6);
+  EXPECT_LT(full.evals().back().loss, before) << "held-out loss did not fall";
+  {
+    TrainOptions o = loop_options(outB);
+    o.steps = 3;  // the schedule still ends at 6
+    o.adam.lr = 1e-2;
+    o.checkpoint_every = 2;
+    Trainer first(lora_param_store(base.cfg, lc, 1), base.view(), lc, d, o, *comm);
+    first.run(nullptr);
+  }
+  Trainer second = trainer(outB, 6);
+  second.resume(outB);  // checkpoint-3
+  second.run(nullptr);
+  for (size_t i = 0; i < full.params().size(); ++i)
+    EXPECT_EQ(full.params().data[i], second.params().data[i]) << full.params().specs[i].name;
+  const std::string ck = outA + "/checkpoint-6";
+  EXPECT_TRUE(fs::is_regular_file(ck + "/adapter_config.json"));
+  EXPECT_TRUE(fs::is_regular_file(ck + "/adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(ck + "/model.safetensors"));
+  EXPECT_EQ(read_bytes(ck + "/adapter_model.safetensors"),
+            read_bytes(outB + "/checkpoint-6/adapter_model.safetensors"));
+  const Model m = Model::load(base_dir, {.lora = ck});
+  const TrainBatch b = d.heldout_rows(0, 1);
+  TokenBatch in{1, b.T, b.ids, {}};
+  const FullForwardResult fr = full_forward(m, in, false);
+  const int64_t V = m.config().vocab_size;
+  double ce = 0;
+  for (int64_t t1 = 0; t1 + 1 < b.T; ++t1) {
+    const float* row = fr.logits.data() + t1 * V;
+    double mx = row[0], s = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
+    for (int64_t v = 0; v < V; ++v) s += std::exp(double(row[v]) - mx);
+    ce += mx + std::log(s) - row[b.ids[size_t(t1 + 1)]];
+  }
+  ce /= double(b.T - 1);
+  Weights W = base.view();
+  attach_lora_params(W, full.params(), lc);
+  const LossValues lv = train_forward(TrainTarget{base.cfg, W}, b, {}, nullptr);
+  EXPECT_NEAR(ce, lv.loss, tol::kTrainVsInference) << "inference " << ce << " training " << lv.loss;
+  const float base_loss = train_forward(base, b, {}, nullptr).loss;
+  EXPECT_GT(std::fabs(lv.loss - base_loss), 1e-3) << "the adapter changed nothing";
+}
+
 // ---------------------------------------------------------------------------------------------
 // Through the binary.
 
@@ -341,6 +412,42 @@ TEST(TrainCli, CtrlCSavesThenResumeMatchesUninterrupted) {
   ASSERT_EQ(sb["log_history"].size(), 30u);
   for (size_t i = 0; i < 30; ++i)
     EXPECT_EQ(sa["log_history"][i]["loss"], sb["log_history"][i]["loss"]) << "step " << i + 1;
+}
+
+// `jamba train --init-from --lora-rank` writes PEFT adapters that `jamba generate --lora` loads;
+// the option errors are clear.
+TEST(TrainCli, LoraTrainThenGenerateWithTheAdapter) {
+  REQUIRE_ENV();
+  const std::string base = make_temp_dir("cli_lora_base"), out = make_temp_dir("cli_lora_out");
+  write_hf_model(base, fresh_params(), DType::BF16, env().spm);
+  const std::string bin = std::string("'") + JAMBA_BINARY + "' ";
+  const std::string args = "train --init-from " + q(base) + " --corpus " + q(env().corpus) +
+                           " --out " + q(out) + " --seq-len 32 --batch 2 --steps 3 --threads 1" +
+                           " --eval-windows 2 --lr 1e-2";
+  const RunResult r =
+      shell(bin + args + " --lora-rank 4 --lora-targets in_proj,q_proj,gate_proj,router "
+                         "--checkpoint-every 2",
+            120);
+  ASSERT_EQ(r.rc, 0) << describe(r);
+  EXPECT_NE(r.err.find("lora: rank 4, alpha 8"), std::string::npos) << describe(r);
+  EXPECT_NE(r.out.find("MFU"), std::string::npos) << describe(r);
+  const std::string ck = out + "/checkpoint-3";
+  const json ac = json::parse(read_bytes(ck + "/adapter_config.json"));
+  EXPECT_EQ(ac["r"], 4);
+  EXPECT_EQ(ac["peft_type"], "LORA");
+  const RunResult g = shell(bin + "generate --model " + q(base) + " --lora " + q(ck) +
+                                " --prompt 'In the beginning' -n 4 --greedy --threads 1",
+                            60);
+  EXPECT_EQ(g.rc, 0) << describe(g);
+  const RunResult bad = shell(bin + args + " --lora-rank 4 --lora-targets in_proj,nope", 60);
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.err.find("nope"), std::string::npos) << describe(bad);
+  const RunResult noinit =
+      shell(bin + "train --config " + q(env().config) + " --tokenizer " + q(env().spm) +
+                " --corpus " + q(env().corpus) + " --out " + q(out + "/x") + " --lora-rank 4",
+            60);
+  EXPECT_NE(noinit.rc, 0);
+  EXPECT_NE(noinit.err.find("--init-from"), std::string::npos) << describe(noinit);
 }
 
 // SIGKILL at arbitrary moments while a checkpoint is written every step: every checkpoint-<n>

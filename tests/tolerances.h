@@ -212,3 +212,25 @@ constexpr double kScanBackward = 2e-5;
 constexpr double kScanFd = 1e-5;
 
 }  // namespace jamba::tol
+
+namespace jamba::tol {
+
+// A LoRA adapter applied on the fly (y = x W^T + scale (x A^T) B^T) vs the same adapter merged
+// into float32 weights (W + scale B A), tests/test_lora.cpp: the same products in another order
+// and rounding, ~1e-7 relative per matmul, as kReassociation. Measured 1.4e-5 (gqa-moe), 8.9e-6
+// (dense-tiny), with adapters that move the logits by 2.9 .. 5.3; a scale off by 1% gives
+// 0.03 .. 1.2, a transposed A/B or an adapter on the wrong layer O(1).
+constexpr float kLoraMergedVsOnTheFly = 1e-4f;
+
+}  // namespace jamba::tol
+
+namespace jamba::tol {
+
+// LoRA gradients vs the full-weight gradient projected (tests/test_lora_train.cpp), relative to
+// each tensor's max: the adapter on the fly vs merged into the weights changes the forward by
+// float32 reassociation (kLoraMergedVsOnTheFly) and the projections s B^T dW, s dW A^T sum in
+// another order. A frozen bf16 base vs the same values in f32: products in another order.
+// A missing scale, a transposed A/B or a lost term gives O(1).
+constexpr double kLoraGradIdentity = 1e-4;
+
+}  // namespace jamba::tol

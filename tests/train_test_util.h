@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/threads.h"
+#include "model/blocks.h"
 #include "train/params.h"
 
 namespace jamba::testutil {
@@ -22,6 +23,18 @@ struct OneThread {
   OneThread() { set_num_threads(1); }
   ~OneThread() { set_num_threads(prev); }
 };
+
+// The model's block forwards as training runs them: B fresh sequences of T rows, saving a tape.
+inline void mamba_fwd(const JambaConfig& c, const MambaWeights& w, int64_t il, int64_t B,
+                      int64_t T, const float* x, float* out, MambaTape* t) {
+  const FreshSequences s(c, B, T);
+  mamba_forward(c, w, il, s.segments(), x, B * T, out, t);
+}
+inline void attention_fwd(const JambaConfig& c, const AttentionWeights& w, int64_t il, int64_t B,
+                          int64_t T, const float* x, float* out, AttnTape* t) {
+  const FreshSequences s(c, B, T);
+  attention_forward(c, w, il, s.segments(), x, B * T, out, t);
+}
 
 // vocab 32, hidden 8, 4 layers M A M A (attention period 2 offset 1), 4 heads / 2 kv heads,
 // MoE (4 experts, top-2) at odd layers when moe, Mamba N 4, R 2, K 3, expand 2.

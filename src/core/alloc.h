@@ -24,6 +24,7 @@ class Buffer {
   static_assert(std::is_trivially_copyable_v<T>, "elements are left uninitialised");
 
  public:
+  Buffer() : n_(0) {}
   explicit Buffer(size_t n) : p_(static_cast<T*>(::operator new[](n * sizeof(T), std::align_val_t(64)))), n_(n) {}
   T* data() { return p_.get(); }
   const T* data() const { return p_.get(); }

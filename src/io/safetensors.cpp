@@ -172,6 +172,14 @@ const TensorInfo& SafetensorsFile::get(const std::string& name) const {
   return *t;
 }
 
+Checkpoint Checkpoint::in_memory(const std::string& label,
+                                 std::map<std::string, TensorInfo> tensors) {
+  Checkpoint ck;
+  ck.dir_ = label;
+  ck.tensors_ = std::move(tensors);
+  return ck;
+}
+
 Checkpoint Checkpoint::open(const std::string& dir, bool read_into_memory) {
   Checkpoint ck;
   ck.dir_ = dir;

@@ -50,6 +50,9 @@ class SafetensorsFile {
 class Checkpoint {
  public:
   static Checkpoint open(const std::string& dir, bool read_into_memory = false);
+  // Tensors held by the caller (their data must outlive the Checkpoint); `label` names them in
+  // error messages.
+  static Checkpoint in_memory(const std::string& label, std::map<std::string, TensorInfo> tensors);
 
   const TensorInfo* find(const std::string& name) const;
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }

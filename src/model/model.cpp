@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "model/blocks.h"
+#include "model/lora.h"
 
 namespace jamba {
 
@@ -38,6 +39,21 @@ Model Model::load(const std::string& dir, LoadOptions opts) {
   const std::string cfg_path = (std::filesystem::path(dir) / "config.json").string();
   JambaConfig cfg = JambaConfig::from_file(cfg_path);
   Weights w = Weights::load(cfg, dir, opts.weights);
+  if (!opts.lora.empty()) {
+    // The adapter's float32 values move into w (w.owned) so that they live as long as w.
+    LoraWeights lw = LoraWeights::load(opts.lora, cfg);
+    std::vector<const float*> A, B;
+    auto keep = [&](std::vector<float>& v) -> const float* {
+      w.owned.push_back(std::make_unique<AlignedVector<float>>(v.begin(), v.end()));
+      v = {};
+      return w.owned.back()->data();
+    };
+    for (size_t i = 0; i < lw.modules.size(); ++i) {
+      A.push_back(keep(lw.A[i]));
+      B.push_back(keep(lw.B[i]));
+    }
+    attach_lora(w, cfg, lw.config, lw.modules, A, B);
+  }
   const bool bf16_act = opts.activations == MatmulActivations::Bf16 ||
                         (opts.activations == MatmulActivations::Auto && w.matrices_bf16);
   w.bf16_activations = false;
@@ -93,42 +109,15 @@ void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
     row += len;
   }
   // Embedding gather: [M] -> [M, D]
-  Scratch h(static_cast<size_t>(M * D)), xn(static_cast<size_t>(M * D)), tmp(static_cast<size_t>(M * D));
-  row = 0;
-  for (const BatchItem& it : batch)
-    for (int32_t tok : it.tokens) {
-      float* dst = h.data() + (row++) * D;
-      if (w_.embed.w16)
-        convert_to_f32(DType::BF16, w_.embed.w16 + int64_t(tok) * D, dst, size_t(D));
-      else
-        std::copy_n(w_.embed.w + int64_t(tok) * D, D, dst);
-    }
+  Scratch h(static_cast<size_t>(M * D)), xn(static_cast<size_t>(M * D));
+  for (size_t b = 0; b < batch.size(); ++b)
+    embed_rows(w_.embed, batch[b].tokens.data(), segs[b].len, h.data() + segs[b].row0 * D);
   if (out->capture_hidden) {
     out->hidden.clear();
     out->hidden.push_back(h.to_vector());
   }
-  const RmsNormArgs norm{.M = M, .D = D, .x = h.data(), .ldx = D, .w = nullptr, .eps = eps,
-                         .y = xn.data(), .ldy = D};
-  for (size_t il = 0; il < cfg_.layers.size(); ++il) {
-    const LayerSpec& spec = cfg_.layers[il];
-    const LayerWeights& lw = w_.layers[il];
-    RmsNormArgs n = norm;
-    n.w = lw.input_norm;
-    kx::rmsnorm(n);
-    if (spec.mixer == MixerKind::Mamba)
-      mamba_forward(cfg_, lw.mamba, int64_t(il), segs, xn.data(), M, tmp.data());
-    else
-      attention_forward(cfg_, lw.attn, int64_t(il), segs, xn.data(), M, tmp.data());
-    for (int64_t i = 0; i < M * D; ++i) h[size_t(i)] += tmp[size_t(i)];
-    n.w = lw.pre_ff_norm;
-    kx::rmsnorm(n);
-    if (spec.ffn == FfnKind::Moe)
-      moe_forward(cfg_, lw.moe, xn.data(), M, tmp.data());
-    else
-      mlp_forward(lw.mlp, xn.data(), M, tmp.data());
-    for (int64_t i = 0; i < M * D; ++i) h[size_t(i)] += tmp[size_t(i)];
-    if (out->capture_hidden && il + 1 < cfg_.layers.size()) out->hidden.push_back(h.to_vector());
-  }
+  forward_layers(cfg_, w_, segs, h.data(), M, 0, cfg_.layers.size(), nullptr,
+                 out->capture_hidden ? &out->hidden : nullptr);
   for (Segment& s : segs) s.state->pos += s.len;
 
   // Final norm only on the rows we need (all of them when capturing hidden states).
@@ -142,8 +131,8 @@ void Model::forward(std::span<BatchItem> batch, ForwardOutput* out) const {
       want.push_back(s.row0 + s.len - 1);
     out->logit_row_offset.push_back(int64_t(want.size()));
   }
-  RmsNormArgs n = norm;
-  n.w = w_.final_norm;
+  RmsNormArgs n{.M = M, .D = D, .x = h.data(), .ldx = D, .w = w_.final_norm, .eps = eps,
+                .y = xn.data(), .ldy = D};
   if (out->capture_hidden) {
     kx::rmsnorm(n);
     out->hidden.push_back(xn.to_vector());

@@ -57,6 +57,7 @@ struct LoadOptions {
   WeightType weights = WeightType::Auto;
   MatmulActivations activations = MatmulActivations::Auto;
   KvDtype kv = KvDtype::Auto;  // K/V cache of the states new_state() makes (memory_plan.h)
+  std::string lora;  // a PEFT LoRA adapter directory applied on the fly (model/lora.h), or ""
 };
 
 class Model {

@@ -455,6 +455,18 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
                              (type == WeightType::BF16 && file_dtype == DType::BF16) ||
                              (type == WeightType::F32 && file_dtype == DType::F32);
   if (in_place_file) w.checkpoint = Checkpoint::open(dir, true);
+  return build(cfg, std::move(w), type, stored, in_place_file, dir);
+}
+
+Weights Weights::view_f32(const JambaConfig& cfg, Checkpoint tensors) {
+  const std::string label = tensors.dir();
+  Weights w;
+  w.checkpoint = std::move(tensors);
+  return build(cfg, std::move(w), WeightType::F32, WeightType::Auto, true, label);
+}
+
+Weights Weights::build(const JambaConfig& cfg, Weights w, WeightType type, WeightType stored,
+                       bool in_place_file, const std::string& dir) {
   Loader L(cfg, w);
   if (stored != WeightType::Auto) {
     if (type != WeightType::Auto && type != stored)
@@ -527,9 +539,9 @@ Weights Weights::load(const JambaConfig& cfg, const std::string& dir, WeightType
       mw.x_proj = linear(L, m + ".x_proj", RN2, Din, false);
       mw.dt_proj = linear(L, m + ".dt_proj", Din, R, true, Role::KeepF32);
       mw.out_proj = linear(L, m + ".out_proj", D, Din, cfg.mamba_proj_bias);
-      const auto a_log = tensor_to_f32(L.info(m + ".A_log", {Din, N}));
-      mw.A.resize(a_log.size());
-      for (size_t i = 0; i < a_log.size(); ++i) mw.A[i] = -std::exp(a_log[i]);
+      mw.A_log = L.get(m + ".A_log", {Din, N});
+      mw.A.resize(size_t(Din * N));
+      for (size_t i = 0; i < mw.A.size(); ++i) mw.A[i] = -std::exp(mw.A_log[i]);
       mw.D = L.get(m + ".D", {Din});
       mw.dt_norm = L.get(m + ".dt_layernorm.weight", {R});
       mw.b_norm = L.get(m + ".b_layernorm.weight", {N});

@@ -18,6 +18,15 @@ namespace jamba {
 
 enum class QuantKind { None, Int8, Q4 };
 
+// A LoRA adapter on a linear layer (model/lora.h): y += scale * (x A^T) B^T, i.e. the weight
+// W + scale * B A, applied on the fly whatever W's type.
+struct LoraAdapter {
+  const float* A = nullptr;  // [rank, in]
+  const float* B = nullptr;  // [out, rank]
+  int64_t rank = 0;
+  float scale = 0;           // lora_alpha / rank
+};
+
 // y = x W^T + b. W [out, in] is held in exactly one of: f32 (`w`), bf16 (`w16`), or quantized
 // (`wq` + `scale` or `q4_scale`, kind `quant`).
 struct Linear {
@@ -30,6 +39,7 @@ struct Linear {
   const float* scale = nullptr;   // Int8: [out]
   const uint16_t* q4_scale = nullptr;  // Q4: [out, q4_groups(in)] bf16 bits
   bool bf16_activations = false;  // w16 only: inputs rounded to bf16 (MatmulActivations, model.h)
+  const LoraAdapter* lora = nullptr;  // an adapter added to this layer's output, or null
 
   size_t bytes() const;  // weight bytes in memory, scales included (bias excluded)
 };
@@ -42,6 +52,7 @@ struct MambaWeights {
   const float* conv_w = nullptr;  // [Din, K]
   const float* conv_b = nullptr;  // [Din] or null
   std::vector<float> A;           // [Din, N] = -exp(A_log)
+  const float* A_log = nullptr;   // [Din, N] as stored (f32; training's gradient slot), or null
   const float* D = nullptr;       // [Din]
   const float* dt_norm = nullptr;  // [R]
   const float* b_norm = nullptr;   // [N]
@@ -83,6 +94,9 @@ struct Weights {
   std::vector<std::unique_ptr<AlignedVector<float>>> owned;
   std::vector<std::unique_ptr<AlignedVector<uint16_t>>> owned16;
   std::vector<std::unique_ptr<AlignedVector<uint8_t>>> owned8;
+  // LoRA adapters the Linears point at (model/lora.h, attach_lora); a unique_ptr so that the
+  // addresses survive moves of Weights.
+  std::unique_ptr<std::vector<LoraAdapter>> lora_adapters;
   size_t file_bytes = 0;  // bytes of tensor data in the checkpoint
   bool matrices_bf16 = false;  // the matrices that are not quantized are bf16 (else f32)
   WeightType type = WeightType::F32;  // resolved (never Auto): F32, BF16, Int8, Int8Experts or Q4
@@ -90,7 +104,15 @@ struct Weights {
   bool bf16_activations = false;  // some GEMM matrix rounds its inputs to bf16 (MatmulActivations)
 
   static Weights load(const JambaConfig& cfg, const std::string& dir, WeightType type);
+  // Float32 weights used in place from tensors held elsewhere (training's parameters, by their
+  // HF names; Checkpoint::in_memory): every matrix and vector points into them, so the view sees
+  // their current values (except MambaWeights::A, computed here from A_log).
+  static Weights view_f32(const JambaConfig& cfg, Checkpoint tensors);
   size_t matrix_bytes() const;  // memory held by the big matrices (f32 or bf16)
+
+ private:
+  static Weights build(const JambaConfig& cfg, Weights w, WeightType type, WeightType stored,
+                       bool in_place_file, const std::string& dir);
 };
 
 // Every matrix of `w` with its canonical weight name ("model.layers.3.mamba.in_proj.weight"),

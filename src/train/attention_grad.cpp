@@ -1,6 +1,6 @@
-// Grouped-query causal attention: training forward and backward (spec §2.4; no RoPE, no bias,
-// scale 1/sqrt(hd), fp32 softmax). The backward recomputes each query's softmax row; only the
-// projections q, k, v and the attention output o are saved.
+// Grouped-query causal attention: training backward (spec §2.4; no RoPE, no bias, scale
+// 1/sqrt(hd), fp32 softmax). It recomputes each query's softmax row from the saved projections
+// q, k, v (the forward's tape also holds the attention output o).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -40,40 +40,9 @@ void softmax_row(const AttnDims& a, const float* qi, const float* k0, int64_t i,
 
 }  // namespace
 
-void attention_train_forward(const JambaConfig& cfg, const AttnP& w, int64_t B, int64_t T,
-                             const float* x, float* out, AttnCache* c) {
-  const AttnDims a = attn_dims(cfg);
-  const int64_t M = B * T;
-  c->q.resize(static_cast<size_t>(M * a.qw));  // [M, D] @ [nh*hd, D]^T -> [M, nh*hd]
-  c->k.resize(static_cast<size_t>(M * a.kw));  // [M, D] @ [nkv*hd, D]^T -> [M, nkv*hd]
-  c->v.resize(static_cast<size_t>(M * a.kw));
-  c->o.resize(static_cast<size_t>(M * a.qw));  // [M, nh*hd]
-  linear_fwd(w.q, x, a.D, M, c->q.data(), a.qw);
-  linear_fwd(w.k, x, a.D, M, c->k.data(), a.kw);
-  linear_fwd(w.v, x, a.D, M, c->v.data(), a.kw);
-#pragma omp parallel for collapse(2) schedule(dynamic) if (M * T * a.qw > 262144)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < a.nh; ++h) {
-      std::vector<float> p(static_cast<size_t>(T));  // [T] one softmax row
-      const int64_t g = h / a.G;
-      const float* k0 = c->k.data() + b * T * a.kw + g * a.hd;
-      const float* v0 = c->v.data() + b * T * a.kw + g * a.hd;
-      for (int64_t i = 0; i < T; ++i) {
-        const float* qi = c->q.data() + (b * T + i) * a.qw + h * a.hd;
-        softmax_row(a, qi, k0, i, p.data());
-        float* oi = c->o.data() + (b * T + i) * a.qw + h * a.hd;
-        std::fill_n(oi, a.hd, 0.0f);
-        for (int64_t j = 0; j <= i; ++j)
-          for (int64_t e = 0; e < a.hd; ++e) oi[e] += p[size_t(j)] * v0[j * a.kw + e];
-      }
-    }
-  // [M, nh*hd] @ [D, nh*hd]^T -> [M, D]
-  linear_fwd(w.o, c->o.data(), a.qw, M, out, a.D);
-}
-
-void attention_train_backward(const JambaConfig& cfg, const AttnP& w, int64_t B, int64_t T,
-                              const float* x, const AttnCache& c, const float* dout, float* dx,
-                              Grads& G) {
+void attention_train_backward(const JambaConfig& cfg, const AttentionWeights& w, int64_t B,
+                              int64_t T, const float* x, const AttnTape& c, const float* dout,
+                              float* dx, Grads& G) {
   const AttnDims a = attn_dims(cfg);
   const int64_t M = B * T;
   std::vector<float> dO(static_cast<size_t>(M * a.qw));  // [M, D] @ [D, nh*hd] -> [M, nh*hd]

@@ -1,4 +1,4 @@
-// Mamba mixer: training forward and backward (spec §2.5, HF slow path semantics, fp32 state).
+// Mamba mixer: training backward (spec §2.5, HF slow path semantics, fp32 state).
 // The backward of the selective scan is a reverse-time recurrence per channel (the kernels of
 // kernels/scan_blocked.h): the forward states h_t are recomputed per (channel, sequence, time
 // block) into a [T, N] buffer, so nothing of size [M, Din, N] is ever stored.
@@ -42,61 +42,8 @@ inline float conv_pre(const float* xz, int64_t ld, const float* w, const float* 
 
 }  // namespace
 
-void mamba_train_forward(const JambaConfig& cfg, const MambaP& w, int64_t B, int64_t T,
-                         const float* x, float* out, MambaCache* c) {
-  const Dims s = dims(cfg, B, T);
-  const int64_t Din = s.Din, N = s.N, R = s.R, S = s.S, M = s.M;
-  // 1. [M, D] @ [2Din, D]^T -> xz [M, 2Din] (x | z)
-  c->xz.resize(static_cast<size_t>(M * 2 * Din));
-  linear_fwd(w.in_proj, x, s.D, M, c->xz.data(), 2 * Din);
-  // 2. causal depthwise conv + bias + SiLU -> xc [M, Din]
-  c->xc.resize(static_cast<size_t>(M * Din));
-#pragma omp parallel for collapse(2) schedule(static) if (M * Din > 16384)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t d = 0; d < Din; ++d)
-      for (int64_t t = 0; t < T; ++t)
-        c->xc[size_t((b * T + t) * Din + d)] =
-            silu(conv_pre(c->xz.data(), 2 * Din, w.conv_w.w, w.conv_b.w, s.K, b * T, t, d));
-  // 3. [M, Din] @ [S, Din]^T -> sbc_raw [M, S] = dt | B | C; their RMSNorms -> sbc [M, S]
-  c->sbc_raw.resize(static_cast<size_t>(M * S));
-  linear_fwd(w.x_proj, c->xc.data(), Din, M, c->sbc_raw.data(), S);
-  c->sbc.resize(static_cast<size_t>(M * S));
-  rmsnorm_fwd(M, R, c->sbc_raw.data(), S, w.dt_norm.w, s.eps, c->sbc.data(), S);
-  rmsnorm_fwd(M, N, c->sbc_raw.data() + R, S, w.b_norm.w, s.eps, c->sbc.data() + R, S);
-  rmsnorm_fwd(M, N, c->sbc_raw.data() + R + N, S, w.c_norm.w, s.eps, c->sbc.data() + R + N, S);
-  // 4. [M, R] @ [Din, R]^T + b -> dt_pre [M, Din]; dt = softplus(dt_pre)
-  c->dt_pre.resize(static_cast<size_t>(M * Din));
-  linear_fwd(w.dt_proj, c->sbc.data(), S, M, c->dt_pre.data(), Din);
-  c->dt.resize(static_cast<size_t>(M * Din));
-  for (int64_t i = 0; i < M * Din; ++i) c->dt[size_t(i)] = softplus(c->dt_pre[size_t(i)]);
-  // 5. selective scan (fp32 state from zero), D skip, SiLU gate -> yg [M, Din]
-  c->yg.resize(static_cast<size_t>(M * Din));
-  const float* Alog = w.A_log.w;
-#pragma omp parallel for collapse(2) schedule(static) if (M * Din * N > 65536)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t d = 0; d < Din; ++d) {
-      std::vector<float> A(static_cast<size_t>(N)), h(static_cast<size_t>(N), 0.0f);  // [N]
-      for (int64_t n = 0; n < N; ++n) A[size_t(n)] = -std::exp(Alog[d * N + n]);
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t row = b * T + t;
-        const float dtv = c->dt[size_t(row * Din + d)], xv = c->xc[size_t(row * Din + d)];
-        const float* Bt = c->sbc.data() + row * S + R;
-        const float* Ct = Bt + N;
-        float y = 0.0f;
-        for (int64_t n = 0; n < N; ++n) {
-          h[size_t(n)] = cpu::exp_fast(dtv * A[size_t(n)]) * h[size_t(n)] + dtv * Bt[n] * xv;
-          y += h[size_t(n)] * Ct[n];
-        }
-        y += xv * w.D.w[d];
-        c->yg[size_t(row * Din + d)] = y * silu(c->xz[size_t(row * 2 * Din + Din + d)]);
-      }
-    }
-  // 6. [M, Din] @ [D, Din]^T -> out [M, D]
-  linear_fwd(w.out_proj, c->yg.data(), Din, M, out, s.D);
-}
-
-void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, int64_t T,
-                          const float* x, const MambaCache& c, const float* dout, float* dx,
+void mamba_train_backward(const JambaConfig& cfg, const MambaWeights& w, int64_t B, int64_t T,
+                          const float* x, const MambaTape& c, const float* dout, float* dx,
                           Grads& G) {
   const Dims s = dims(cfg, B, T);
   const int64_t Din = s.Din, N = s.N, R = s.R, S = s.S, M = s.M, K = s.K;
@@ -116,16 +63,21 @@ void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, in
   const int64_t n_time = cpu::scan_time_blocks(cpu::ScanPass::kBackward, T, nblk, nthr);
   const int64_t n_part = n_time > 1 ? 1 : nblk;
   std::vector<float> dbc_part(static_cast<size_t>(n_part * M * 2 * N), 0.0f);  // [n_part, M, 2N]
-  std::vector<float> A(static_cast<size_t>(Din * N)), dA(static_cast<size_t>(Din * N), 0.0f);
-  for (int64_t i = 0; i < Din * N; ++i) A[size_t(i)] = -std::exp(w.A_log.w[i]);  // [Din, N]
-  float* gD = G.acc(w.D.idx);  // [Din]
+  const std::vector<float>& A = w.A;  // [Din, N] = -exp(A_log)
+  std::vector<float> dA(static_cast<size_t>(Din * N), 0.0f);
+  std::vector<float> dD_frozen;  // D's gradient when D is not trained (the scan writes one)
+  float* gD = G.slot(w.D);       // [Din]
+  if (!gD) {
+    dD_frozen.assign(static_cast<size_t>(Din), 0.0f);
+    gD = dD_frozen.data();
+  }
   auto args = [&](int64_t b, int64_t d0, int64_t d1, float* dbc) {
     const int64_t r = b * T;
     return ScanBackwardArgs{
         .L = T, .Din = Din, .N = N, .d0 = d0, .d1 = d1,
         .x = c.xc.data() + r * Din, .ldx = Din, .dt = c.dt.data() + r * Din, .lddt = Din,
         .Bm = c.sbc.data() + r * S + R, .ldb = S, .Cm = c.sbc.data() + r * S + R + N, .ldc = S,
-        .z = c.xz.data() + r * 2 * Din + Din, .ldz = 2 * Din, .A = A.data(), .D = w.D.w,
+        .z = c.xz.data() + r * 2 * Din + Din, .ldz = 2 * Din, .A = A.data(), .D = w.D,
         .h0 = nullptr, .dy = dyg.data() + r * Din, .lddy = Din, .dhL = nullptr,
         .dx = dxc.data() + r * Din, .lddx = Din, .ddt = ddt.data() + r * Din, .ldddt = Din,
         .dz = dxz.data() + r * 2 * Din + Din, .lddz = 2 * Din, .dB = dbc + r * 2 * N,
@@ -142,8 +94,8 @@ void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, in
                                           std::min(Din, (blk + 1) * kChannelBlock),
                                           dbc_part.data() + blk * M * 2 * N));
   }
-  float* gAlog = G.acc(w.A_log.idx);  // [Din, N]: d / d A_log = dA * A
-  for (int64_t i = 0; i < Din * N; ++i) gAlog[i] += dA[size_t(i)] * A[size_t(i)];
+  if (float* gAlog = w.A_log ? G.slot(w.A_log) : nullptr)  // [Din, N]: d / d A_log = dA * A
+    for (int64_t i = 0; i < Din * N; ++i) gAlog[i] += dA[size_t(i)] * A[size_t(i)];
 #pragma omp parallel for schedule(static) if (M * Din > 65536)
   for (int64_t i = 0; i < M * Din; ++i) ddt[size_t(i)] *= softplus_grad(c.dt_pre[size_t(i)]);
   // dsbc [M, S]: normed dt from dt_proj, B and C from the scan.
@@ -156,26 +108,26 @@ void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, in
   linear_bwd(w.dt_proj, c.sbc.data(), S, ddt.data(), Din, M, dsbc.data(), S, false, G);
   // 3. the three RMSNorms, then x_proj: dxc += dsbc_raw [M, S] @ W [S, Din]
   std::vector<float> dsbc_raw(static_cast<size_t>(M * S));
-  rmsnorm_bwd(M, R, c.sbc_raw.data(), S, w.dt_norm.w, s.eps, dsbc.data(), S, dsbc_raw.data(), S,
-              false, G.acc(w.dt_norm.idx));
-  rmsnorm_bwd(M, N, c.sbc_raw.data() + R, S, w.b_norm.w, s.eps, dsbc.data() + R, S,
-              dsbc_raw.data() + R, S, false, G.acc(w.b_norm.idx));
-  rmsnorm_bwd(M, N, c.sbc_raw.data() + R + N, S, w.c_norm.w, s.eps, dsbc.data() + R + N, S,
-              dsbc_raw.data() + R + N, S, false, G.acc(w.c_norm.idx));
+  rmsnorm_bwd(M, R, c.sbc_raw.data(), S, w.dt_norm, s.eps, dsbc.data(), S, dsbc_raw.data(), S,
+              false, G.slot(w.dt_norm));
+  rmsnorm_bwd(M, N, c.sbc_raw.data() + R, S, w.b_norm, s.eps, dsbc.data() + R, S,
+              dsbc_raw.data() + R, S, false, G.slot(w.b_norm));
+  rmsnorm_bwd(M, N, c.sbc_raw.data() + R + N, S, w.c_norm, s.eps, dsbc.data() + R + N, S,
+              dsbc_raw.data() + R + N, S, false, G.slot(w.c_norm));
   linear_bwd(w.x_proj, c.xc.data(), Din, dsbc_raw.data(), S, M, dxc.data(), Din, true, G);
   // 2. conv + SiLU: dpre = dxc * silu'(pre); weights, bias and the pre-conv input x.
-  float* gW = G.acc(w.conv_w.idx);                   // [Din, K]
-  float* gb = w.conv_b ? G.acc(w.conv_b.idx) : nullptr;  // [Din]
+  float* gW = G.slot(w.conv_w);                       // [Din, K], null when frozen
+  float* gb = w.conv_b ? G.slot(w.conv_b) : nullptr;  // [Din]
 #pragma omp parallel for schedule(static) if (M * Din > 16384)
   for (int64_t d = 0; d < Din; ++d) {
     std::vector<float> dpre(static_cast<size_t>(T));  // [T]
     for (int64_t b = 0; b < B; ++b) {
       const int64_t r0 = b * T;
       for (int64_t t = 0; t < T; ++t) {
-        const float pre = conv_pre(c.xz.data(), 2 * Din, w.conv_w.w, w.conv_b.w, K, r0, t, d);
+        const float pre = conv_pre(c.xz.data(), 2 * Din, w.conv_w, w.conv_b, K, r0, t, d);
         dpre[size_t(t)] = dxc[size_t((r0 + t) * Din + d)] * silu_grad(pre);
       }
-      for (int64_t t = 0; t < T; ++t) {
+      for (int64_t t = 0; t < T && gW; ++t) {
         const float g = dpre[size_t(t)];
         if (gb) gb[d] += g;
         for (int64_t j = 0; j < K; ++j) {
@@ -187,7 +139,7 @@ void mamba_train_backward(const JambaConfig& cfg, const MambaP& w, int64_t B, in
         float acc = 0.0f;
         for (int64_t j = 0; j < K; ++j) {
           const int64_t t = u + (K - 1) - j;
-          if (t < T) acc += dpre[size_t(t)] * w.conv_w.w[d * K + j];
+          if (t < T) acc += dpre[size_t(t)] * w.conv_w[d * K + j];
         }
         dxz[size_t((r0 + u) * 2 * Din + d)] = acc;
       }

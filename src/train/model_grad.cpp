@@ -1,5 +1,6 @@
-// The training layer loop (the structure of Model::forward, without cache or padding), the
-// LM-head cross-entropy and the pooled MoE aux loss, forward and backward.
+// The training step around the model's forward (forward_layers over fresh sequences, saving a
+// tape; activation checkpointing by groups of layers), the LM-head cross-entropy and the pooled
+// MoE aux loss, and the backward through the layers.
 #include "train/model_grad.h"
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "kernels/kernels.h"
 
 namespace jamba {
 
@@ -30,17 +32,9 @@ std::vector<Target> targets(const TrainBatch& b) {
   return out;
 }
 
-LinearP head_view(const ModelP& m, const JambaConfig& cfg) {
-  LinearP l;
-  l.w = m.lm_head;
-  l.out = cfg.vocab_size;
-  l.in = cfg.hidden_size;
-  return l;
-}
-
 // Cross-entropy over the target rows of hn [M, D]. With dhn: also writes dhn (rows of the
 // targets; others untouched) and accumulates the LM-head gradient, both scaled by `scale`.
-double head_ce(const LinearP& head, const std::vector<Target>& tg, const float* hn,
+double head_ce(const Linear& head, const std::vector<Target>& tg, const float* hn,
                float* dhn, double scale, Grads* G) {
   const int64_t D = head.in, V = head.out;
   double total = 0.0;
@@ -50,7 +44,7 @@ double head_ce(const LinearP& head, const std::vector<Target>& tg, const float* 
     xs.resize(static_cast<size_t>(C * D));  // [C, D] gathered rows
     z.resize(static_cast<size_t>(C * V));   // [C, D] @ [V, D]^T -> [C, V]
     for (int64_t i = 0; i < C; ++i) std::copy_n(hn + tg[c0 + size_t(i)].row * D, D, xs.data() + i * D);
-    linear_fwd(head, xs.data(), D, C, z.data(), V);
+    linear_forward(head, xs.data(), C, z.data(), V, D);
     for (int64_t i = 0; i < C; ++i) {
       float* zr = z.data() + i * V;
       const int64_t label = tg[c0 + size_t(i)].label;
@@ -114,53 +108,65 @@ TrainBatch TrainBatch::rows(int64_t b0, int64_t n) const {
   return r;
 }
 
-LossValues train_forward(const ParamStore& P, const TrainBatch& b, const LossOptions& o,
+namespace {
+
+// Layers [g * group, min(L, (g + 1) * group)).
+std::pair<size_t, size_t> group_layers(const JambaConfig& cfg, int64_t group, size_t g) {
+  const size_t l0 = g * size_t(group);
+  return {l0, std::min(cfg.layers.size(), l0 + size_t(group))};
+}
+
+// The forward of one group of layers over fresh sequences: h [M, D] in / out, tapes [l1 - l0].
+void forward_group(const TrainTarget& m, const TrainBatch& b, size_t l0, size_t l1, float* h,
+                   LayerTape* tapes) {
+  const FreshSequences seqs(m.cfg, b.B, b.T);
+  forward_layers(m.cfg, m.W, seqs.segments(), h, b.B * b.T, l0, l1, tapes, nullptr);
+}
+
+}  // namespace
+
+LossValues train_forward(const TrainTarget& m, const TrainBatch& b, const LossOptions& o,
                          Tape* tape_out) {
-  const JambaConfig& cfg = P.cfg;
+  const JambaConfig& cfg = m.cfg;
   check_batch(cfg, b);
-  const ModelP mp = model_view(P);
   const int64_t D = cfg.hidden_size, M = b.B * b.T, E = cfg.num_experts;
-  const float eps = float(cfg.rms_norm_eps);
+  const int64_t L = int64_t(cfg.layers.size());
   Tape local;
   Tape& tape = tape_out ? *tape_out : local;
   tape.layers.assign(cfg.layers.size(), {});
+  // Without a tape to fill, one layer's activations at a time (the MoE statistics need them).
+  tape.group = !tape_out ? 1 : o.checkpoint_every > 0 ? std::min(o.checkpoint_every, L) : L;
+  tape.group_in.clear();
+  const size_t n_groups = size_t((L + tape.group - 1) / tape.group);
   // Embedding gather: [M] -> h [M, D]
-  std::vector<float> h(static_cast<size_t>(M * D)), tmp(static_cast<size_t>(M * D));
-  for (int64_t m = 0; m < M; ++m) std::copy_n(mp.embed.w + int64_t(b.ids[size_t(m)]) * D, D, h.data() + m * D);
+  std::vector<float> h(static_cast<size_t>(M * D));
+  embed_rows(m.W.embed, b.ids.data(), M, h.data());
   std::vector<double> f(static_cast<size_t>(E), 0.0), Psum(static_cast<size_t>(E), 0.0);
-  for (size_t il = 0; il < cfg.layers.size(); ++il) {
-    const LayerSpec& spec = cfg.layers[il];
-    const LayerP& lp = mp.layers[il];
-    LayerTape& lt = tape.layers[il];
-    lt.h_in = h;
-    lt.xn1.resize(static_cast<size_t>(M * D));  // [M, D]
-    rmsnorm_fwd(M, D, h.data(), D, lp.input_norm.w, eps, lt.xn1.data(), D);
-    if (spec.mixer == MixerKind::Mamba)
-      mamba_train_forward(cfg, lp.mamba, b.B, b.T, lt.xn1.data(), tmp.data(), &lt.mamba);
-    else
-      attention_train_forward(cfg, lp.attn, b.B, b.T, lt.xn1.data(), tmp.data(), &lt.attn);
-    for (int64_t i = 0; i < M * D; ++i) h[size_t(i)] += tmp[size_t(i)];
-    lt.h_mid = h;
-    lt.xn2.resize(static_cast<size_t>(M * D));  // [M, D]
-    rmsnorm_fwd(M, D, h.data(), D, lp.pre_ff_norm.w, eps, lt.xn2.data(), D);
-    if (spec.ffn == FfnKind::Moe) {
-      moe_train_forward(cfg, lp.moe, lt.xn2.data(), M, tmp.data(), &lt.moe);
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t e = 0; e < E; ++e) Psum[size_t(e)] += lt.moe.probs[size_t(m * E + e)];
-      for (int32_t e : lt.moe.sel) f[size_t(e)] += 1.0;
-    } else {
-      mlp_train_forward(lp.mlp, lt.xn2.data(), M, tmp.data(), &lt.mlp);
+  for (size_t g = 0; g < n_groups; ++g) {
+    const auto [l0, l1] = group_layers(cfg, tape.group, g);
+    const bool keep = g + 1 == n_groups;  // the last group's activations feed the backward first
+    if (n_groups > 1 && tape_out) tape.group_in.push_back(h);
+    std::vector<LayerTape> lt(l1 - l0);
+    forward_group(m, b, l0, l1, h.data(), lt.data());
+    for (size_t il = l0; il < l1; ++il) {
+      if (cfg.layers[il].ffn != FfnKind::Moe) continue;
+      const MoeTape& mt = lt[il - l0].moe;
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t e = 0; e < E; ++e) Psum[size_t(e)] += mt.probs[size_t(r * E + e)];
+      for (int32_t e : mt.sel) f[size_t(e)] += 1.0;
     }
-    for (int64_t i = 0; i < M * D; ++i) h[size_t(i)] += tmp[size_t(i)];
+    if (keep)
+      for (size_t il = l0; il < l1; ++il) tape.layers[il] = std::move(lt[il - l0]);
   }
   tape.h_final = std::move(h);
   tape.hn.resize(static_cast<size_t>(M * D));  // [M, D]
-  rmsnorm_fwd(M, D, tape.h_final.data(), D, mp.final_norm.w, eps, tape.hn.data(), D);
+  cpu::rmsnorm({.M = M, .D = D, .x = tape.h_final.data(), .ldx = D, .w = m.W.final_norm,
+                .eps = float(cfg.rms_norm_eps), .y = tape.hn.data(), .ldy = D});
 
   LossValues r;
   const std::vector<Target> tg = targets(b);
   r.n_targets = int64_t(tg.size());
-  r.ce_sum = head_ce(head_view(mp, cfg), tg, tape.hn.data(), nullptr, 0.0, nullptr);
+  r.ce_sum = head_ce(m.W.lm_head, tg, tape.hn.data(), nullptr, 0.0, nullptr);
   const double denom = o.ce_denominator > 0 ? o.ce_denominator : double(r.n_targets);
   JAMBA_CHECK(denom > 0, "[train] no target: every entry of labels[:, 1:] is -100");
   tape.ce_scale = 1.0 / denom;
@@ -189,63 +195,95 @@ LossValues train_forward(const ParamStore& P, const TrainBatch& b, const LossOpt
   return r;
 }
 
-void train_backward(const ParamStore& P, const TrainBatch& b, const Tape& tape, Grads& G) {
-  const JambaConfig& cfg = P.cfg;
-  const ModelP mp = model_view(P);
+LossValues train_forward(const ParamStore& P, const TrainBatch& b, const LossOptions& o,
+                         Tape* tape) {
+  const Weights W = P.view();
+  return train_forward({P.cfg, W}, b, o, tape);
+}
+
+void train_backward(const TrainTarget& m, const TrainBatch& b, const Tape& tape, Grads& G) {
+  const JambaConfig& cfg = m.cfg;
+  const Weights& W = m.W;
   const int64_t D = cfg.hidden_size, M = b.B * b.T;
   const float eps = float(cfg.rms_norm_eps);
   JAMBA_CHECK(tape.layers.size() == cfg.layers.size() && int64_t(tape.hn.size()) == M * D,
               "[train] backward: the tape does not belong to this batch/model");
   // LM head + cross-entropy -> dhn [M, D]; final norm -> dh [M, D]
   std::vector<float> dhn(static_cast<size_t>(M * D), 0.0f), dh(static_cast<size_t>(M * D));
-  head_ce(head_view(mp, cfg), targets(b), tape.hn.data(), dhn.data(), tape.ce_scale, &G);
-  rmsnorm_bwd(M, D, tape.h_final.data(), D, mp.final_norm.w, eps, dhn.data(), D, dh.data(), D,
-              false, G.acc(mp.final_norm.idx));
+  head_ce(W.lm_head, targets(b), tape.hn.data(), dhn.data(), tape.ce_scale, &G);
+  rmsnorm_bwd(M, D, tape.h_final.data(), D, W.final_norm, eps, dhn.data(), D, dh.data(), D,
+              false, G.slot(W.final_norm));
   std::vector<float> tmp(static_cast<size_t>(M * D));  // [M, D]
-  for (size_t il = cfg.layers.size(); il-- > 0;) {
-    const LayerSpec& spec = cfg.layers[il];
-    const LayerP& lp = mp.layers[il];
-    const LayerTape& lt = tape.layers[il];
-    // h_out = h_mid + ffn(norm(h_mid))
-    if (spec.ffn == FfnKind::Moe)
-      moe_train_backward(cfg, lp.moe, lt.xn2.data(), lt.moe, dh.data(), M, tape.aux_dp,
-                         tmp.data(), G);
-    else
-      mlp_train_backward(lp.mlp, lt.xn2.data(), lt.mlp, dh.data(), M, tmp.data(), false, G);
-    rmsnorm_bwd(M, D, lt.h_mid.data(), D, lp.pre_ff_norm.w, eps, tmp.data(), D, dh.data(), D,
-                true, G.acc(lp.pre_ff_norm.idx));
-    // h_mid = h_in + mixer(norm(h_in))
-    if (spec.mixer == MixerKind::Mamba)
-      mamba_train_backward(cfg, lp.mamba, b.B, b.T, lt.xn1.data(), lt.mamba, dh.data(),
+  const size_t n_groups = tape.group_in.empty() ? 1 : tape.group_in.size();
+  std::vector<LayerTape> redo;  // a checkpointed group's recomputed activations
+  for (size_t g = n_groups; g-- > 0;) {
+    const auto [l0, l1] = group_layers(cfg, tape.group, g);
+    const bool recompute = g + 1 < n_groups;
+    if (recompute) {
+      redo.assign(l1 - l0, {});
+      std::vector<float> h = tape.group_in[g];
+      forward_group(m, b, l0, l1, h.data(), redo.data());
+    }
+    for (size_t il = l1; il-- > l0;) {
+      const LayerSpec& spec = cfg.layers[il];
+      const LayerWeights& lw = W.layers[il];
+      const LayerTape& lt = recompute ? redo[il - l0] : tape.layers[il];
+      // h_out = h_mid + ffn(norm(h_mid))
+      if (spec.ffn == FfnKind::Moe)
+        moe_train_backward(cfg, lw.moe, lt.xn2.data(), lt.moe, dh.data(), M, tape.aux_dp,
                            tmp.data(), G);
-    else
-      attention_train_backward(cfg, lp.attn, b.B, b.T, lt.xn1.data(), lt.attn, dh.data(),
-                               tmp.data(), G);
-    rmsnorm_bwd(M, D, lt.h_in.data(), D, lp.input_norm.w, eps, tmp.data(), D, dh.data(), D, true,
-                G.acc(lp.input_norm.idx));
+      else
+        mlp_train_backward(lw.mlp, lt.xn2.data(), lt.mlp, dh.data(), M, tmp.data(), false, G);
+      rmsnorm_bwd(M, D, lt.h_mid.data(), D, lw.pre_ff_norm, eps, tmp.data(), D, dh.data(), D,
+                  true, G.slot(lw.pre_ff_norm));
+      // h_mid = h_in + mixer(norm(h_in))
+      if (spec.mixer == MixerKind::Mamba)
+        mamba_train_backward(cfg, lw.mamba, b.B, b.T, lt.xn1.data(), lt.mamba, dh.data(),
+                             tmp.data(), G);
+      else
+        attention_train_backward(cfg, lw.attn, b.B, b.T, lt.xn1.data(), lt.attn, dh.data(),
+                                 tmp.data(), G);
+      rmsnorm_bwd(M, D, lt.h_in.data(), D, lw.input_norm, eps, tmp.data(), D, dh.data(), D, true,
+                  G.slot(lw.input_norm));
+      if (recompute) redo[il - l0] = {};  // free as we go
+    }
   }
   // Embedding: scatter-add; the padding_idx row (pad_token_id) receives nothing from the
   // lookup (torch nn.Embedding(padding_idx=...)), but the gradient tensor exists.
-  float* gE = G.acc(mp.embed.idx);  // [V, D]
-  for (int64_t m = 0; m < M; ++m) {
-    const int64_t tok = b.ids[size_t(m)];
+  float* gE = W.embed.w ? G.slot(W.embed.w) : nullptr;  // [V, D]; null when frozen
+  for (int64_t r = 0; r < M && gE; ++r) {
+    const int64_t tok = b.ids[size_t(r)];
     if (tok == cfg.pad_token_id) continue;
-    for (int64_t d = 0; d < D; ++d) gE[tok * D + d] += dh[size_t(m * D + d)];
+    for (int64_t d = 0; d < D; ++d) gE[tok * D + d] += dh[size_t(r * D + d)];
   }
+}
+
+void train_backward(const ParamStore& P, const TrainBatch& b, const Tape& tape, Grads& G) {
+  JAMBA_CHECK(G.made_for(P), "[train] backward: the gradients were made for another store");
+  const Weights W = P.view();
+  train_backward({P.cfg, W}, b, tape, G);
+}
+
+LossValues forward_backward(const TrainTarget& m, const TrainBatch& b, const LossOptions& o,
+                            Grads& G) {
+  Tape tape;
+  const LossValues r = train_forward(m, b, o, &tape);
+  train_backward(m, b, tape, G);
+  return r;
 }
 
 LossValues forward_backward(const ParamStore& P, const TrainBatch& b, const LossOptions& o,
                             Grads& G) {
-  Tape tape;
-  const LossValues r = train_forward(P, b, o, &tape);
-  train_backward(P, b, tape, G);
-  return r;
+  JAMBA_CHECK(G.made_for(P), "[train] the gradients were made for another store");
+  const Weights W = P.view();
+  return forward_backward({P.cfg, W}, b, o, G);
 }
 
-LossValues accumulate_shard_gradients(const ParamStore& P, const TrainBatch& b,
+LossValues accumulate_shard_gradients(const TrainTarget& m, const TrainBatch& b,
                                       int64_t micro_rows, int64_t global_rows,
-                                      int64_t global_targets, Grads& G) {
-  const JambaConfig& cfg = P.cfg;
+                                      int64_t global_targets, Grads& G,
+                                      int64_t checkpoint_every) {
+  const JambaConfig& cfg = m.cfg;
   JAMBA_CHECK(global_targets > 0, "[train] no target: every entry of labels[:, 1:] is -100");
   JAMBA_CHECK(global_rows >= b.B && b.B > 0, "[train] shard of ", b.B, " rows in a global batch of ",
               global_rows);
@@ -259,8 +297,9 @@ LossValues accumulate_shard_gradients(const ParamStore& P, const TrainBatch& b,
     LossOptions o;
     o.ce_denominator = double(global_targets);
     o.aux_weight = coef * share;
-    const LossValues r = micro_rows >= b.B ? forward_backward(P, b, o, G)
-                                           : forward_backward(P, b.rows(b0, n), o, G);
+    o.checkpoint_every = checkpoint_every;
+    const LossValues r = micro_rows >= b.B ? forward_backward(m, b, o, G)
+                                           : forward_backward(m, b.rows(b0, n), o, G);
     total.ce_sum += r.ce_sum;
     total.n_targets += r.n_targets;
     total.aux_rows += r.aux_rows;
@@ -282,14 +321,26 @@ LossValues finish_shard_losses(const JambaConfig& cfg, double ce_sum, double aux
   return v;
 }
 
-LossValues accumulate_gradients(const ParamStore& P, const TrainBatch& b, int64_t micro_rows,
-                                Grads& G) {
-  if (micro_rows <= 0 || micro_rows >= b.B) return forward_backward(P, b, {}, G);
+LossValues accumulate_gradients(const TrainTarget& m, const TrainBatch& b, int64_t micro_rows,
+                                Grads& G, int64_t checkpoint_every) {
+  if (micro_rows <= 0 || micro_rows >= b.B) {
+    LossOptions o;
+    o.checkpoint_every = checkpoint_every;
+    return forward_backward(m, b, o, G);
+  }
   const int64_t n_global = b.n_targets();
-  const LossValues r = accumulate_shard_gradients(P, b, micro_rows, b.B, n_global, G);
-  LossValues total = finish_shard_losses(P.cfg, r.ce_sum, r.aux_loss, n_global);
+  const LossValues r =
+      accumulate_shard_gradients(m, b, micro_rows, b.B, n_global, G, checkpoint_every);
+  LossValues total = finish_shard_losses(m.cfg, r.ce_sum, r.aux_loss, n_global);
   total.aux_rows = r.aux_rows;
   return total;
+}
+
+LossValues accumulate_gradients(const ParamStore& P, const TrainBatch& b, int64_t micro_rows,
+                                Grads& G) {
+  JAMBA_CHECK(G.made_for(P), "[train] the gradients were made for another store");
+  const Weights W = P.view();
+  return accumulate_gradients({P.cfg, W}, b, micro_rows, G);
 }
 
 }  // namespace jamba

@@ -1,5 +1,6 @@
-// Whole-model training forward (embedding -> layers -> final norm -> LM head -> losses) and
-// backward, over a [B, T] batch with HF labels. Losses as HF's JambaForCausalLM computes them
+// Whole-model training step over a [B, T] batch with HF labels: the model's forward
+// (model/blocks.h forward_layers, saving activations on a tape) -> final norm -> LM head ->
+// losses, and the backward. Losses as HF's JambaForCausalLM computes them
 // (../shared/golden-train/README.md): cross-entropy with the internal shift and -100 ignored
 // (mean over the targets of the whole batch), the Switch-style aux loss pooled over all MoE
 // layers, total = loss + router_aux_loss_coef * aux when config.output_router_logits.
@@ -30,6 +31,10 @@ struct LossOptions {
   // Weight of the (unscaled) aux loss in the objective; < 0 = router_aux_loss_coef when
   // config.output_router_logits, else 0.
   double aux_weight = -1;
+  // Activation checkpointing: > 0 keeps only the stream entering every group of this many
+  // layers (and the last group's activations); the backward recomputes a group's forward before
+  // its backward. 0 keeps every layer's activations.
+  int64_t checkpoint_every = 0;
 };
 
 struct LossValues {
@@ -44,29 +49,39 @@ struct LossValues {
 };
 
 // Everything the backward needs, saved by the forward.
-struct LayerTape {
-  std::vector<float> h_in, xn1, h_mid, xn2;  // [M, D] residual in, normed, mid, normed
-  MambaCache mamba;
-  AttnCache attn;
-  MlpCache mlp;
-  MoeCache moe;
-};
 struct Tape {
-  std::vector<LayerTape> layers;
+  std::vector<LayerTape> layers;  // per layer (model/blocks.h); empty where checkpointed
+  int64_t group = 0;              // layers per checkpoint group (= all layers without)
+  std::vector<std::vector<float>> group_in;  // [M, D] stream entering each group (checkpointing)
   std::vector<float> h_final;  // [M, D] residual stream after the last layer
   std::vector<float> hn;       // [M, D] final RMSNorm output
   std::vector<float> aux_dp;   // [E] d objective / d router prob, every MoE row (empty: none)
   double ce_scale = 0;         // d objective / d ce_sum
 };
 
-// Forward; fills `tape` when non-null. Throws on bad token ids, labels or shapes.
+// What a step runs on: the model's weights and the store whose parameters they view (the
+// gradients' owner). Full training: W = P.view(); LoRA: W = the frozen base with adapters that
+// view P's tensors (train/lora_train.h).
+struct TrainTarget {
+  const JambaConfig& cfg;
+  const Weights& W;
+};
+
+// Forward; fills `tape` when non-null (without one, only a layer's activations at a time are
+// held). Throws on bad token ids, labels or shapes.
+LossValues train_forward(const TrainTarget& m, const TrainBatch& b, const LossOptions& o,
+                         Tape* tape);
 LossValues train_forward(const ParamStore& P, const TrainBatch& b, const LossOptions& o,
                          Tape* tape);
 // Accumulates d objective / d parameter into G (objective = ce_sum * ce_scale + aux_weight *
-// aux). Parameters never touched (experts without tokens) keep no gradient.
+// aux) for the weights that are parameters of G's store. Parameters never touched (experts
+// without tokens) keep no gradient. Recomputes checkpointed groups (the tape is not modified).
+void train_backward(const TrainTarget& m, const TrainBatch& b, const Tape& tape, Grads& G);
 void train_backward(const ParamStore& P, const TrainBatch& b, const Tape& tape, Grads& G);
 
 // train_forward + train_backward.
+LossValues forward_backward(const TrainTarget& m, const TrainBatch& b, const LossOptions& o,
+                            Grads& G);
 LossValues forward_backward(const ParamStore& P, const TrainBatch& b, const LossOptions& o,
                             Grads& G);
 
@@ -75,6 +90,8 @@ LossValues forward_backward(const ParamStore& P, const TrainBatch& b, const Loss
 // global target count, so the CE part equals the full batch's exactly; each micro-batch's aux
 // loss is weighted by its share of the rows (the aux loss pools over a micro-batch, so with MoE
 // layers the aux part is the mean of per-micro-batch aux losses). Returns the global values.
+LossValues accumulate_gradients(const TrainTarget& m, const TrainBatch& b, int64_t micro_rows,
+                                Grads& G, int64_t checkpoint_every = 0);
 LossValues accumulate_gradients(const ParamStore& P, const TrainBatch& b, int64_t micro_rows,
                                 Grads& G);
 
@@ -86,9 +103,10 @@ LossValues accumulate_gradients(const ParamStore& P, const TrainBatch& b, int64_
 // Returned: ce_sum, n_targets and aux_rows of this shard; aux_loss is this shard's weighted part
 // (sum over its micro-batches of share * aux); loss / total_loss are not set (they need the
 // other shards: see finish_shard_losses).
-LossValues accumulate_shard_gradients(const ParamStore& P, const TrainBatch& b,
+LossValues accumulate_shard_gradients(const TrainTarget& m, const TrainBatch& b,
                                       int64_t micro_rows, int64_t global_rows,
-                                      int64_t global_targets, Grads& G);
+                                      int64_t global_targets, Grads& G,
+                                      int64_t checkpoint_every = 0);
 // loss, aux_loss, total_loss of the global batch from the shards' summed ce_sum and weighted
 // aux parts.
 LossValues finish_shard_losses(const JambaConfig& cfg, double ce_sum, double aux_part,

@@ -5,73 +5,10 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "kernels/kernels.h"
+#include "core/dtype.h"
+#include "kernels/quant.h"
 
 namespace jamba {
-
-PRef pref(const ParamStore& p, const std::string& name) {
-  const size_t i = p.find(name);
-  return {p.data[i].data(), i};
-}
-
-LinearP linear_view(const ParamStore& p, const std::string& prefix, bool bias) {
-  LinearP l;
-  l.w = pref(p, prefix + ".weight");
-  const auto& shape = p.specs[l.w.idx].shape;
-  l.out = shape[0];
-  l.in = shape[1];
-  if (bias) l.b = pref(p, prefix + ".bias");
-  return l;
-}
-
-MlpP mlp_view(const ParamStore& p, const std::string& pre) {
-  return {linear_view(p, pre + ".gate_proj", false), linear_view(p, pre + ".up_proj", false),
-          linear_view(p, pre + ".down_proj", false)};
-}
-
-ModelP model_view(const ParamStore& p) {
-  const JambaConfig& c = p.cfg;
-  ModelP m;
-  m.embed = pref(p, "model.embed_tokens.weight");
-  m.final_norm = pref(p, "model.final_layernorm.weight");
-  m.lm_head = c.tie_word_embeddings ? m.embed : pref(p, "lm_head.weight");
-  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
-    const std::string l = "model.layers." + std::to_string(il);
-    const LayerSpec& s = c.layers[static_cast<size_t>(il)];
-    LayerP lp;
-    lp.input_norm = pref(p, l + ".input_layernorm.weight");
-    lp.pre_ff_norm = pref(p, l + ".pre_ff_layernorm.weight");
-    if (s.mixer == MixerKind::Mamba) {
-      const std::string a = l + ".mamba";
-      MambaP& mp = lp.mamba;
-      mp.in_proj = linear_view(p, a + ".in_proj", c.mamba_proj_bias);
-      mp.x_proj = linear_view(p, a + ".x_proj", false);
-      mp.dt_proj = linear_view(p, a + ".dt_proj", true);
-      mp.out_proj = linear_view(p, a + ".out_proj", c.mamba_proj_bias);
-      mp.conv_w = pref(p, a + ".conv1d.weight");
-      if (c.mamba_conv_bias) mp.conv_b = pref(p, a + ".conv1d.bias");
-      mp.A_log = pref(p, a + ".A_log");
-      mp.D = pref(p, a + ".D");
-      mp.dt_norm = pref(p, a + ".dt_layernorm.weight");
-      mp.b_norm = pref(p, a + ".b_layernorm.weight");
-      mp.c_norm = pref(p, a + ".c_layernorm.weight");
-    } else {
-      const std::string a = l + ".self_attn";
-      lp.attn = {linear_view(p, a + ".q_proj", false), linear_view(p, a + ".k_proj", false),
-                 linear_view(p, a + ".v_proj", false), linear_view(p, a + ".o_proj", false)};
-    }
-    const std::string f = l + ".feed_forward";
-    if (s.ffn == FfnKind::Moe) {
-      lp.moe.router = linear_view(p, f + ".router", false);
-      for (int64_t e = 0; e < c.num_experts; ++e)
-        lp.moe.experts.push_back(mlp_view(p, f + ".experts." + std::to_string(e)));
-    } else {
-      lp.mlp = mlp_view(p, f);
-    }
-    m.layers.push_back(std::move(lp));
-  }
-  return m;
-}
 
 void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
             const float* B, int64_t ldb, float beta, float* C, int64_t ldc, float alpha) {
@@ -86,37 +23,65 @@ void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, i
               C, blasint(ldc));
 }
 
-void linear_fwd(const LinearP& l, const float* x, int64_t ldx, int64_t M, float* y,
-                int64_t ldy) {
-  cpu::gemm({.M = M, .N = l.out, .K = l.in, .A = x, .lda = ldx, .W = l.w.w, .ldw = l.in, .C = y,
-             .ldc = ldy, .bias = l.b.w});
+namespace {
+
+// Rows of W dequantized at a time for dx = dy @ W (bf16 / quantized W): a [rows, in] f32 tile.
+constexpr int64_t kDequantRows = 256;
+
+// Rows [r0, r1) of a non-f32 matrix as f32, [r1 - r0, in].
+void dequantize_rows(const Linear& l, int64_t r0, int64_t r1, float* out) {
+  const int64_t in = l.in;
+#pragma omp parallel for schedule(static) if ((r1 - r0) * in > 65536)
+  for (int64_t r = r0; r < r1; ++r) {
+    float* o = out + (r - r0) * in;
+    if (l.w16)
+      convert_to_f32(DType::BF16, l.w16 + r * in, o, size_t(in));
+    else if (l.quant == QuantKind::Int8)
+      dequantize_row_int8(reinterpret_cast<const int8_t*>(l.wq) + r * in, l.scale[r], in, o);
+    else if (l.quant == QuantKind::Q4)
+      dequantize_row_q4(l.wq + r * q4_row_bytes(in), l.q4_scale + r * q4_groups(in), in, o);
+    else
+      fail("[train] linear layer [", l.out, ", ", l.in, "] holds no weights");
+  }
 }
 
-void linear_bwd(const LinearP& l, const float* x, int64_t ldx, const float* dy, int64_t lddy,
+}  // namespace
+
+void linear_bwd(const Linear& l, const float* x, int64_t ldx, const float* dy, int64_t lddy,
                 int64_t M, float* dx, int64_t lddx, bool accumulate_dx, Grads& G) {
   // dW [out, in] += dy^T [out, M] @ x [M, in]
-  matmul(true, false, l.out, l.in, M, dy, lddy, x, ldx, 1.0f, G.acc(l.w.idx), l.in);
-  if (l.b) {
-    float* db = G.acc(l.b.idx);  // [out]
+  if (float* gw = l.w ? G.slot(l.w) : nullptr)
+    matmul(true, false, l.out, l.in, M, dy, lddy, x, ldx, 1.0f, gw, l.in);
+  if (float* db = l.b ? G.slot(l.b) : nullptr)  // [out]
     for (int64_t m = 0; m < M; ++m)
       for (int64_t o = 0; o < l.out; ++o) db[o] += dy[m * lddy + o];
-  }
   // dx [M, in] (+)= dy [M, out] @ W [out, in]
-  if (dx) matmul(false, false, M, l.in, l.out, dy, lddy, l.w.w, l.in, accumulate_dx ? 1.0f : 0.0f,
-                 dx, lddx);
-}
-
-void rmsnorm_fwd(int64_t M, int64_t D, const float* x, int64_t ldx, const float* w, float eps,
-                 float* y, int64_t ldy) {
-#pragma omp parallel for schedule(static) if (M * D > 65536)
-  for (int64_t m = 0; m < M; ++m) {
-    const float* xr = x + m * ldx;
-    float* yr = y + m * ldy;
-    float ss = 0.0f;
-    for (int64_t d = 0; d < D; ++d) ss += xr[d] * xr[d];
-    const float r = 1.0f / std::sqrt(ss / float(D) + eps);
-    for (int64_t d = 0; d < D; ++d) yr[d] = w[d] * (xr[d] * r);
+  if (dx) {
+    if (l.w) {
+      matmul(false, false, M, l.in, l.out, dy, lddy, l.w, l.in, accumulate_dx ? 1.0f : 0.0f, dx,
+             lddx);
+    } else {
+      std::vector<float> tile(static_cast<size_t>(std::min(kDequantRows, l.out) * l.in));
+      for (int64_t r0 = 0; r0 < l.out; r0 += kDequantRows) {
+        const int64_t r1 = std::min(l.out, r0 + kDequantRows);
+        dequantize_rows(l, r0, r1, tile.data());
+        const bool acc = accumulate_dx || r0 > 0;
+        matmul(false, false, M, l.in, r1 - r0, dy + r0, lddy, tile.data(), l.in,
+               acc ? 1.0f : 0.0f, dx, lddx);
+      }
+    }
   }
+  if (!l.lora) return;
+  // W' = W + s B A, y = x W'^T: with t = x A^T [M, r],
+  //   dB += s dy^T t,  dt = s dy B [M, r],  dA += dt^T x,  dx += dt A.
+  const LoraAdapter& a = *l.lora;
+  const int64_t r = a.rank;
+  std::vector<float> t(static_cast<size_t>(M * r)), dt(static_cast<size_t>(M * r));
+  matmul(false, true, M, r, l.in, x, ldx, a.A, l.in, 0.0f, t.data(), r);
+  if (float* gB = G.slot(a.B)) matmul(true, false, l.out, r, M, dy, lddy, t.data(), r, 1.0f, gB, r, a.scale);
+  matmul(false, false, M, r, l.out, dy, lddy, a.B, r, 0.0f, dt.data(), r, a.scale);
+  if (float* gA = G.slot(a.A)) matmul(true, false, r, l.in, M, dt.data(), r, x, ldx, 1.0f, gA, l.in);
+  if (dx) matmul(false, false, M, l.in, r, dt.data(), r, a.A, l.in, 1.0f, dx, lddx);
 }
 
 void rmsnorm_bwd(int64_t M, int64_t D, const float* x, int64_t ldx, const float* w, float eps,

@@ -1,79 +1,30 @@
-// Building blocks of the training forward/backward: parameter views (data pointer + gradient
-// slot), BLAS products with transposes, linear and RMSNorm forward/backward, activation
-// derivatives. All float32, row-major, explicit leading dimensions.
+// Building blocks of the training backward: BLAS products with transposes, the linear and
+// RMSNorm backward, activations and their derivatives. Float32, row-major, explicit leading
+// dimensions. The forward is the model's (model/blocks.h); a parameter's gradient slot is found
+// from the weight's data pointer (Grads::slot), so a weight that is not a trainable parameter
+// (a frozen base under LoRA, bf16 or quantized) gets no gradient.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "model/weights.h"
 #include "train/params.h"
 
 namespace jamba {
-
-// A parameter as a block sees it: its values and its gradient slot in Grads.
-struct PRef {
-  const float* w = nullptr;
-  size_t idx = 0;
-  explicit operator bool() const { return w != nullptr; }
-};
-
-struct LinearP {
-  PRef w, b;  // w [out, in]; b [out] or empty
-  int64_t out = 0, in = 0;
-};
-
-struct MlpP {
-  LinearP gate, up, down;
-};
-
-struct MoeP {
-  LinearP router;  // [E, D]
-  std::vector<MlpP> experts;
-};
-
-struct AttnP {
-  LinearP q, k, v, o;
-};
-
-struct MambaP {
-  LinearP in_proj, x_proj, dt_proj, out_proj;
-  PRef conv_w, conv_b, A_log, D, dt_norm, b_norm, c_norm;
-};
-
-struct LayerP {
-  PRef input_norm, pre_ff_norm;
-  MambaP mamba;
-  AttnP attn;
-  MlpP mlp;
-  MoeP moe;
-};
-
-struct ModelP {
-  PRef embed, final_norm, lm_head;  // lm_head.idx == embed.idx when tied
-  std::vector<LayerP> layers;
-};
-
-// Views of every parameter of `p` (p.cfg decides the block kinds).
-ModelP model_view(const ParamStore& p);
-PRef pref(const ParamStore& p, const std::string& name);
-LinearP linear_view(const ParamStore& p, const std::string& prefix, bool bias);
-MlpP mlp_view(const ParamStore& p, const std::string& prefix);
 
 // C[M,N] = alpha * op(A) @ op(B) + beta * C, op(X) = X or X^T (cblas_sgemm, row-major).
 void matmul(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
             int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
             float alpha = 1.0f);
 
-// y[M, out] (ldy) = x[M, in] (ldx) @ W^T + b.
-void linear_fwd(const LinearP& l, const float* x, int64_t ldx, int64_t M, float* y, int64_t ldy);
-// Given dy [M, out] (lddy): dW += dy^T x, db += sum_rows dy, and dx [M, in] (lddx) = dy @ W
-// (+= when accumulate_dx); dx may be null.
-void linear_bwd(const LinearP& l, const float* x, int64_t ldx, const float* dy, int64_t lddy,
+// Given dy [M, out] (lddy): dW += dy^T x and db += sum_rows dy when they are trainable (in G),
+// the adapter's dA / dB when l has a LoRA adapter, and dx [M, in] (lddx) = dy @ W' (+= when
+// accumulate_dx; W' = W + scale B A) with W in any of the model's types (bf16 and quantized
+// matrices dequantized a tile of rows at a time); dx may be null.
+void linear_bwd(const Linear& l, const float* x, int64_t ldx, const float* dy, int64_t lddy,
                 int64_t M, float* dx, int64_t lddx, bool accumulate_dx, Grads& G);
 
-// y = w * x * rsqrt(mean(x^2) + eps) per row; y may alias x.
-void rmsnorm_fwd(int64_t M, int64_t D, const float* x, int64_t ldx, const float* w, float eps,
-                 float* y, int64_t ldy);
 // Given dy: dw += sum_rows dy * x * r (dw may be null); dx = r * (dy*w) - x * r^3 *
 // mean((dy*w) * x) (+= when accumulate_dx). dx must not alias x or dy.
 void rmsnorm_bwd(int64_t M, int64_t D, const float* x, int64_t ldx, const float* w, float eps,

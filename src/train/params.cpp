@@ -65,9 +65,40 @@ ParamStore ParamStore::load(const std::string& dir) {
   return p;
 }
 
+Weights ParamStore::view() const {
+  std::map<std::string, TensorInfo> t;
+  for (size_t i = 0; i < size(); ++i) {
+    TensorInfo& ti = t[specs[i].name];
+    ti.name = specs[i].name;
+    ti.dtype = DType::F32;
+    ti.shape = specs[i].shape;
+    ti.data = reinterpret_cast<const uint8_t*>(data[i].data());
+    ti.nbytes = data[i].size() * sizeof(float);
+    ti.file = "[train] parameters";
+  }
+  return Weights::view_f32(cfg, Checkpoint::in_memory("[train] parameters", std::move(t)));
+}
+
 Grads::Grads(const ParamStore& p)
     : g_(p.size()), numel_(p.size()), present_(p.size(), 0) {
-  for (size_t i = 0; i < p.size(); ++i) numel_[i] = p.data[i].size();
+  for (size_t i = 0; i < p.size(); ++i) {
+    numel_[i] = p.data[i].size();
+    by_ptr_[p.data[i].data()] = i;
+  }
+}
+
+float* Grads::slot(const float* param) {
+  const auto it = by_ptr_.find(param);
+  return it == by_ptr_.end() ? nullptr : acc(it->second);
+}
+
+bool Grads::made_for(const ParamStore& p) const {
+  if (p.size() != g_.size()) return false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const auto it = by_ptr_.find(p.data[i].data());
+    if (it == by_ptr_.end() || it->second != i) return false;
+  }
+  return true;
 }
 
 float* Grads::acc(size_t i) {

@@ -10,6 +10,7 @@
 
 #include "model/config.h"
 #include "model/param_list.h"
+#include "model/weights.h"
 
 namespace jamba {
 
@@ -32,6 +33,11 @@ struct ParamStore {
   // (historical names are accepted), every tensor must be a parameter (a tied checkpoint's
   // lm_head.weight is ignored, as HF does).
   static ParamStore load(const std::string& dir);
+
+  // The model's weights viewing these parameters in place (model/weights.h, Weights::view_f32):
+  // what the forward runs on and the backward reads. Valid while the store lives and is not
+  // resized; it sees later updates of the values (rebuild it for MambaWeights::A after a step).
+  Weights view() const;
 };
 
 // Gradients with torch's None semantics.
@@ -45,6 +51,12 @@ class Grads {
   // The gradient buffer of parameter i, created as zeros (no longer None) on first use.
   float* acc(size_t i);
   const std::vector<float>& get(size_t i) const { return g_[i]; }  // empty when None
+  // The gradient buffer (as acc) of the parameter whose values start at `param` (a weight's data
+  // pointer in a view of the store), or null when it is not one of the store's parameters (a
+  // frozen weight).
+  float* slot(const float* param);
+  // Whether this was made for the store p (its parameters at the same addresses).
+  bool made_for(const ParamStore& p) const;
   std::vector<float>& mut(size_t i) { return g_[i]; }
   void clear();  // zero_grad(set_to_none=True): every gradient back to None
 
@@ -52,6 +64,7 @@ class Grads {
   std::vector<std::vector<float>> g_;
   std::vector<size_t> numel_;
   std::vector<uint8_t> present_;
+  std::map<const float*, size_t> by_ptr_;  // parameter data -> index
 };
 
 // The parameter names in the order HF's named_parameters() lists them (a tied matrix once):

@@ -17,6 +17,7 @@
 #include "io/json_limits.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
+#include "train/lora_train.h"
 
 namespace jamba {
 
@@ -185,6 +186,18 @@ Trainer::Trainer(ParamStore params, const TokenDataset& data, TrainOptions o, Co
   for (const std::string& n : hf_parameter_order(P_.cfg)) order_.push_back(P_.find(n));
 }
 
+Trainer::Trainer(ParamStore adapters, Weights base, LoraConfig lora, const TokenDataset& data,
+                 TrainOptions o, Comm& comm)
+    : P_(std::move(adapters)), base_(std::make_unique<Weights>(std::move(base))),
+      lora_(std::move(lora)), data_(data), o_(std::move(o)), comm_(comm), opt_(P_, o_.adam) {
+  JAMBA_CHECK(o_.batch >= comm_.size(), "[train] --batch ", o_.batch, " is smaller than the ",
+              comm_.size(), " processes (each needs at least one sequence)");
+  JAMBA_CHECK(o_.steps >= 1, "[train] --steps must be >= 1, got ", o_.steps);
+  JAMBA_CHECK(!o_.out_dir.empty(), "[train] no output directory");
+  attach_lora_params(*base_, P_, lora_);
+  for (size_t i = 0; i < P_.size(); ++i) order_.push_back(i);  // the store's (PEFT) order
+}
+
 void Trainer::resume(const std::string& dir) {
   std::string ck = dir;
   if (!fs::is_regular_file(fs::path(dir) / "trainer_state.json")) {
@@ -203,15 +216,23 @@ void Trainer::resume(const std::string& dir) {
   expect("seq_len", data_.seq_len());
   expect("seed", o_.seed);
   expect("data_fingerprint", hex64(data_.fingerprint()));
-  ParamStore loaded = ParamStore::load(ck);
-  if (loaded.cfg.to_json_text() != P_.cfg.to_json_text()) {
+  if (base_) {
+    const LoraWeights lw = LoraWeights::load(ck, P_.cfg);
+    JAMBA_CHECK(lw.config.rank == lora_.rank && lw.config.alpha == lora_.alpha &&
+                    lw.config.targets == lora_.targets,
+                ck, "/adapter_config.json: the adapter's r / lora_alpha / target_modules differ "
+                "from this run's");
+    load_lora_values(P_, lw);  // in place: the base's adapters point at P_'s tensors
+  }
+  ParamStore loaded = base_ ? ParamStore() : ParamStore::load(ck);
+  if (!base_ && loaded.cfg.to_json_text() != P_.cfg.to_json_text()) {
     // torch_dtype aside, the shapes must be those of this run.
     JambaConfig a = loaded.cfg, b = P_.cfg;
     a.torch_dtype = b.torch_dtype = "float32";
     if (a.to_json_text() != b.to_json_text())
       fail(ck, "/config.json: the checkpoint's config differs from this run's model config");
   }
-  P_.data = std::move(loaded.data);
+  if (!base_) P_.data = std::move(loaded.data);
   AdamW opt(P_, o_.adam);
   auto f = SafetensorsFile::open((fs::path(ck) / "optimizer.safetensors").string());
   for (size_t i = 0; i < P_.size(); ++i) {
@@ -263,7 +284,10 @@ LossValues Trainer::train_step(Grads& G, float* grad_norm_out) {
   const int64_t global_targets = B * (data_.seq_len() - 1);  // the stream has no ignored label
   G.clear();
   const LossValues mine =
-      accumulate_shard_gradients(P_, shard, o_.micro_batch, B, global_targets, G);
+      with_target([&](const TrainTarget& m) {
+        return accumulate_shard_gradients(m, shard, o_.micro_batch, B, global_targets, G,
+                                          o_.checkpoint_every);
+      });
   double sums[2] = {mine.ce_sum, double(mine.aux_loss)};
   if (R > 1) {
     // Which gradients exist anywhere (an expert may get tokens on one rank only), then one
@@ -307,7 +331,8 @@ float Trainer::evaluate() {
   double sums[2] = {0, 0};
   for (int64_t w = w0; w < w1; w += chunk) {
     const TrainBatch b = data_.heldout_rows(w, std::min(chunk, w1 - w));
-    const LossValues v = train_forward(P_, b, {}, nullptr);
+    const LossValues v =
+        with_target([&](const TrainTarget& m) { return train_forward(m, b, {}, nullptr); });
     sums[0] += v.ce_sum;
     sums[1] += double(v.n_targets);
   }
@@ -324,7 +349,10 @@ std::string Trainer::save_checkpoint() {
     const fs::path tmp = out / (".tmp-" + name + "-" + std::to_string(::getpid()));
     fs::remove_all(tmp);
     fs::create_directories(tmp);
-    write_hf_model(tmp.string(), P_, DType::F32, o_.tokenizer_path);
+    if (base_)
+      lora_weights_of(P_, lora_).save(tmp.string());
+    else
+      write_hf_model(tmp.string(), P_, DType::F32, o_.tokenizer_path);
     SafetensorsWriter w;
     std::vector<int64_t> steps(P_.size());
     for (size_t i = 0; i < P_.size(); ++i) {

@@ -10,15 +10,23 @@
 //   trainer_state.json     step, samples, seed, batch, seq_len, data fingerprint, log history
 // It is built in OUT/.tmp-checkpoint-<step>/ and renamed into place; older checkpoints beyond
 // `keep` are removed after the new one exists.
+//
+// LoRA (the second constructor): the trainable store is the adapters of a frozen base
+// (train/lora_train.h); a checkpoint then holds adapter_config.json + adapter_model.safetensors
+// (PEFT's layout, loadable by `--lora`) instead of the model files, with the same optimizer and
+// trainer state.
 #pragma once
 #include <csignal>
 #include <cstdint>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "core/dtype.h"
+#include "model/lora.h"
 #include "train/comm.h"
 #include "train/data.h"
+#include "train/model_grad.h"
 #include "train/optim.h"
 #include "train/params.h"
 
@@ -38,6 +46,7 @@ struct TrainOptions {
   int64_t eval_windows = 64;  // held-out windows per evaluation (capped by the held-out part)
   int64_t save_every = 0;     // 0: only at the end (and on interruption)
   int64_t keep = 2;           // checkpoints kept
+  int64_t checkpoint_every = 0;  // activation checkpointing: layers per group (0 = off)
   std::string tokenizer_path; // copied into every checkpoint
   bool quiet = false;
 };
@@ -63,6 +72,9 @@ struct TrainResult {
 class Trainer {
  public:
   Trainer(ParamStore params, const TokenDataset& data, TrainOptions o, Comm& comm);
+  // LoRA: trains `adapters` (lora_param_store) on top of the frozen `base`.
+  Trainer(ParamStore adapters, Weights base, LoraConfig lora, const TokenDataset& data,
+          TrainOptions o, Comm& comm);
   // Continues from a checkpoint directory (checkpoint-<step>) or an output directory (its
   // latest complete checkpoint). Throws when its batch, seq_len, seed or data do not match.
   void resume(const std::string& dir);
@@ -79,8 +91,17 @@ class Trainer {
 
  private:
   LossValues train_step(Grads& G, float* grad_norm_out);
+  // f(TrainTarget): the weights a step runs on (a view of P_, or the LoRA base).
+  template <class F>
+  auto with_target(F&& f) const {
+    if (base_) return f(TrainTarget{P_.cfg, *base_});
+    const Weights W = P_.view();
+    return f(TrainTarget{P_.cfg, W});
+  }
 
   ParamStore P_;
+  std::unique_ptr<Weights> base_;  // LoRA: the frozen base, adapters attached to P_
+  LoraConfig lora_;
   const TokenDataset& data_;
   TrainOptions o_;
   Comm& comm_;
