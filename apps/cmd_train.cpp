@@ -43,7 +43,7 @@ struct TrainCliOpts {
   std::string config, init_from, tokenizer, out, export_dir, export_dtype = "bf16";
   int64_t lora_rank = 0;
   double lora_alpha = 0;
-  std::string lora_targets, base_dtype = "auto";
+  std::string lora_targets, base_dtype = "auto", base_activations = "auto";
   std::vector<std::string> corpus;
   bool resume = false;
   uint64_t init_seed = 0;
@@ -112,6 +112,10 @@ Runner add_train(CLI::App& app) {
   app.add_option("--base-dtype", o->base_dtype,
                  "LoRA: how the frozen base is held: auto (as stored), f32, bf16, int8, q4")
       ->check(CLI::IsMember({"auto", "f32", "bf16", "int8", "q4"}));
+  app.add_option("--activations", o->base_activations,
+                 "LoRA: inputs of the frozen bf16 matrices' GEMMs, forward and backward: auto (bf16 "
+                 "for a bf16 base, as a bf16 framework trains it: oneDNN), f32, bf16")
+      ->check(CLI::IsMember({"auto", "f32", "bf16"}));
   app.add_option("--checkpoint-every", t.checkpoint_every,
                  "activation checkpointing: keep only every K-th layer's input and recompute "
                  "the rest in the backward (0 = keep all activations)")
@@ -137,6 +141,7 @@ Runner add_train(CLI::App& app) {
       fail("[train] --lora-rank needs --init-from (the model whose adapters are trained)");
     ParamStore P;
     std::unique_ptr<Weights> base;
+    bool base_bf16_inputs = false;
     LoraConfig lc;
     if (lora) {
       lc.rank = o->lora_rank;
@@ -147,6 +152,8 @@ Runner add_train(CLI::App& app) {
           JambaConfig::from_file((fs::path(o->init_from) / "config.json").string());
       base = std::make_unique<Weights>(
           Weights::load(cfg, o->init_from, weight_type_from_name(o->base_dtype)));
+      set_matmul_activations(*base, cfg, matmul_activations_from_name(o->base_activations));
+      base_bf16_inputs = base->bf16_activations;
       P = lora_param_store(cfg, lc, o->init_seed);
     } else if (!o->init_from.empty()) {
       P = ParamStore::load(o->init_from);
@@ -165,9 +172,11 @@ Runner add_train(CLI::App& app) {
         TokenDataset::from_text(o->corpus, tok, o->corpus_opts, P.cfg.vocab_size);
     const ModelStats ms = model_stats(P.cfg);
     if (root && !quiet && lora)
-      std::fprintf(stderr, "lora: rank %lld, alpha %g, %zu modules, base %s (%s, frozen)\n",
+      std::fprintf(stderr, "lora: rank %lld, alpha %g, %zu modules, base %s (%s, frozen; %s GEMM "
+                   "inputs)\n",
                    static_cast<long long>(lc.rank), lc.alpha, P.size() / 2,
-                   o->init_from.c_str(), weight_type_name(base->type));
+                   o->init_from.c_str(), weight_type_name(base->type),
+                   base->bf16_activations ? "bf16" : "f32");
     if (root && !quiet) {
       int64_t n_params = 0;
       for (size_t i = 0; i < P.size(); ++i) n_params += P.numel(i);
@@ -219,22 +228,24 @@ Runner add_train(CLI::App& app) {
       std::printf("steps %lld  held-out loss %.4f  perplexity %.2f  %.0f tokens/s  %.1f s  %s\n",
                   static_cast<long long>(r.step), r.last_eval, std::exp(double(r.last_eval)),
                   r.tokens_per_s, r.seconds, r.checkpoint.c_str());
-      // Model FLOPs per trained token: the forward (2 per active matmul weight + causal attention
-      // scores and values) and the backward's dX (the same again) and, when training every
-      // weight, dW (again); a checkpointed forward runs twice. MFU against the f32 GEMM peak
-      // measured now (the backward's products are f32 GEMMs).
+      // Model FLOPs per trained token (recomputation by activation checkpointing not counted,
+      // as MFU is defined): the forward (2 per active matmul weight + causal attention scores
+      // and values), the backward's dX (the same again) and, when every weight trains, its dW
+      // (again). MFU against the peak of the GEMM kernel the big matrices run, measured now: the
+      // bf16 one for a LoRA base with bf16 GEMM inputs, else f32 sgemm.
       const double T = double(data.seq_len());
-      const double attn = 4.0 * (T / 2) * double(trainer.params().cfg.num_attention_heads * trainer.params().cfg.head_dim()) *
-                          double(trainer.params().cfg.n_attention_layers());
-      const double fwd = double(ms.flops_per_token) + attn;
-      const double flop_tok =
-          fwd * ((lora ? 2.0 : 3.0) + (o->train.checkpoint_every > 0 ? 1.0 : 0.0));
+      const JambaConfig& mc = trainer.params().cfg;
+      const double attn = 4.0 * (T / 2) * double(mc.num_attention_heads * mc.head_dim()) *
+                          double(mc.n_attention_layers());
+      const double flop_tok = (double(ms.flops_per_token) + attn) * (lora ? 2.0 : 3.0);
       if (!quiet && r.tokens_per_s > 0) {
         const double gf = r.tokens_per_s * flop_tok / 1e9;
-        const double peak = bench::measure_peaks(WeightType::F32, false, 0).gemm_gflops;
-        std::printf("model FLOPs %.2f GFLOP/token  %.1f GFLOP/s  MFU %.1f%% of the f32 GEMM peak "
+        const bool a16 = lora && base_bf16_inputs;
+        const double peak =
+            bench::measure_peaks(a16 ? WeightType::BF16 : WeightType::F32, a16, 0).gemm_gflops;
+        std::printf("model FLOPs %.2f GFLOP/token  %.1f GFLOP/s  MFU %.1f%% of the %s GEMM peak "
                     "%.1f GFLOP/s  peak RSS %.2f GiB\n",
-                    flop_tok / 1e9, gf, 100.0 * gf / peak, peak,
+                    flop_tok / 1e9, gf, 100.0 * gf / peak, a16 ? "bf16" : "f32", peak,
                     double(bench::peak_rss_bytes()) / double(1 << 30));
       }
     }

@@ -91,6 +91,30 @@ void bm_gemm_w(benchmark::State& st, WType wt, int64_t M, int64_t N, int64_t K) 
       benchmark::Counter((wbytes + 4.0 * (M * K + M * N)) * it, benchmark::Counter::kIsRate);
 }
 
+// Training through a frozen bf16 base: the forward GEMM x W^T (bf16 activations) and the
+// backward's dX = dY W (W used untransposed, cpu::gemm_bf16_kn) of the same [N, K] matrix.
+void bm_gemm_bf16_train(benchmark::State& st, bool backward, int64_t M, int64_t N, int64_t K) {
+  std::mt19937 g(1);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int64_t in = backward ? N : K, out = backward ? K : N;  // W [out, in]
+  std::vector<float> A(static_cast<size_t>(M * K)), C(static_cast<size_t>(M * N));
+  for (float& x : A) x = nd(g);
+  std::vector<uint16_t> w16(static_cast<size_t>(out * in));
+  for (auto& x : w16) x = f32_to_bf16(nd(g));
+  for (auto _ : st) {
+    if (backward)
+      cpu::gemm_bf16_kn({.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = w16.data(),
+                         .ldw = N, .C = C.data(), .ldc = N});
+    else
+      cpu::gemm_bf16({.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = w16.data(), .ldw = K,
+                      .C = C.data(), .ldc = N, .bf16_activations = true});
+    benchmark::DoNotOptimize(C.data());
+    benchmark::ClobberMemory();
+  }
+  st.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * M * N * K * double(st.iterations()), benchmark::Counter::kIsRate);
+}
+
 #define JAMBA_QBENCH(...) \
   BENCHMARK_CAPTURE(__VA_ARGS__)->UseRealTime()->Unit(benchmark::kMillisecond)
 
@@ -108,6 +132,9 @@ JAMBA_QBENCH(bm_gemm_w, bf16_prefill_M512_N2560_K2560, WType::kBf16, 512, 2560, 
 JAMBA_QBENCH(bm_gemm_w, bf16act_prefill_M512_N2560_K2560, WType::kBf16Act, 512, 2560, 2560);
 JAMBA_QBENCH(bm_gemm_w, int8_prefill_M512_N2560_K2560, WType::kInt8, 512, 2560, 2560);
 JAMBA_QBENCH(bm_gemm_w, q4_prefill_M512_N2560_K2560, WType::kQ4, 512, 2560, 2560);
+// r3b's in_proj [10240, 2560] at a 1024-token training sequence: forward and dX.
+JAMBA_QBENCH(bm_gemm_bf16_train, bf16act_train_fwd_M1024_N10240_K2560, false, 1024, 10240, 2560);
+JAMBA_QBENCH(bm_gemm_bf16_train, bf16kn_train_dx_M1024_N2560_K10240, true, 1024, 2560, 10240);
 // The largest M the streaming kernels take (kernels.h), for the rate they reach on a matrix
 // that stays in L2 per thread block.
 JAMBA_QBENCH(bm_gemm_w, int8_stream_M32_N2560_K2560, WType::kInt8, 32, 2560, 2560);

@@ -71,6 +71,46 @@ void check_gemm_bf16(bool bf16_activations) {
 
 TEST(KernelGemmBf16, MatchesReference) { check_gemm_bf16(false); }
 
+// W used untransposed ([K, N], training's dX = dY W): oneDNN (or widened row blocks) against
+// the plain loops, odd sizes and strides, accumulate, more than one 256-row block of W.
+TEST(KernelGemmBf16, KnLayoutMatchesReference) {
+  const Bf16Case cases[] = {
+      {1, 1, 1, 0, 0, 0, false, false},    {1, 37, 15, 0, 0, 0, false, true},
+      {3, 7, 200, 1, 2, 3, false, false},  {17, 257, 65, 2, 3, 1, false, true},
+      {100, 67, 257, 3, 5, 7, false, true}, {513, 130, 96, 0, 0, 0, false, false},
+      {64, 300, 600, 0, 1, 0, false, false}, {5, 0, 8, 0, 0, 0, false, false},
+      {9, 33, 0, 0, 0, 0, false, false},
+  };
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Bf16Case& c : cases) {
+    const int64_t lda = c.K + c.pad_a, ldw = c.N + c.pad_w, ldc = c.N + c.pad_c;
+    std::vector<float> A(static_cast<size_t>(c.M * lda));
+    std::vector<uint16_t> W(static_cast<size_t>(std::max<int64_t>(c.K, 1) * ldw));
+    for (float& x : A) x = nd(rng);
+    for (uint16_t& w : W) w = f32_to_bf16(nd(rng));
+    std::vector<float> C0(static_cast<size_t>(c.M * ldc));
+    for (float& x : C0) x = nd(rng);
+    std::vector<float> want = C0, got = C0;
+    GemmBf16KnArgs a{.M = c.M, .N = c.N, .K = c.K, .A = A.data(), .lda = lda, .W = W.data(),
+                     .ldw = ldw, .C = want.data(), .ldc = ldc, .accumulate = c.accumulate};
+    ref::gemm_bf16_kn(a);
+    a.C = got.data();
+    cpu::gemm_bf16_kn(a);
+    float worst = 0;
+    for (int64_t m = 0; m < c.M; ++m)
+      for (int64_t n = 0; n < ldc; ++n) {
+        const size_t i = static_cast<size_t>(m * ldc + n);
+        if (n >= c.N) {
+          EXPECT_EQ(got[i], C0[i]) << "padding column written";
+          continue;
+        }
+        worst = std::max(worst, std::fabs(got[i] - want[i]) / (std::sqrt(float(c.K)) + 1.0f));
+      }
+    EXPECT_LE(worst, tol::kKernelRel) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
+  }
+}
+
 // Rounded activations: the reference rounds each A element to bf16 too, so fast and plain
 // kernels compute the same products (exact in f32) and differ only in summation order.
 TEST(KernelGemmBf16, Bf16ActivationsMatchReference) { check_gemm_bf16(true); }

@@ -12,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "checkpoint_util.h"
+#include "model/model.h"
 #include "train/grad_tool.h"
 #include "train/lora_train.h"
 #include "train/model_grad.h"
@@ -210,6 +211,42 @@ TEST(LoraTrain, FrozenBf16BaseEqualsItsF32Values) {
     }
     EXPECT_GT(mx, 0.0) << ad.specs[i].name;
   }
+}
+
+
+// bf16 GEMM inputs (the default for a bf16 base; activations and dY rounded to bf16) vs f32
+// inputs on the same bf16 weights: the loss and the adapter gradients move by bf16 steps only.
+// (The dense case: in an MoE model one rounded router input can flip a top-k choice, which
+// moves that expert's gradients by O(1) legitimately.)
+TEST(LoraTrain, Bf16GemmInputsMoveGradientsByBf16Steps) {
+  const std::string dir = kGoldenTrain + "/train-dense";
+  ParamStore P = ParamStore::load(dir);
+  const std::string tmp = testutil::make_temp_dir("lora_bf16_inputs");
+  write_hf_model(tmp, P, DType::BF16, "");
+  const TrainBatch b = read_train_batch(dir + "/train.safetensors");
+  const LoraConfig lc = all_targets(2, 4.0);
+  const ParamStore ad = random_adapters(P.cfg, lc, 17);
+  auto lora_grads = [&](MatmulActivations act, LossValues* v) {
+    Weights W = Weights::load(P.cfg, tmp, WeightType::BF16);
+    set_matmul_activations(W, P.cfg, act);
+    attach_lora_params(W, ad, lc);
+    Grads G(ad);
+    *v = forward_backward(TrainTarget{P.cfg, W}, b, {}, G);
+    return G;
+  };
+  LossValues vf, va;
+  const Grads gf = lora_grads(MatmulActivations::F32, &vf);
+  const Grads ga = lora_grads(MatmulActivations::Bf16, &va);
+  EXPECT_NEAR(va.total_loss, vf.total_loss, tol::kLoraBf16Loss);
+  double worst = 0;
+  for (size_t i = 0; i < ad.size(); ++i) {
+    const double e = rel_err(ga.get(i), gf.get(i));
+    EXPECT_LE(e, tol::kLoraBf16Grad) << ad.specs[i].name;
+    worst = std::max(worst, e);
+  }
+  EXPECT_GT(worst, 0.0) << "bf16 inputs changed nothing: not on the bf16 path";
+  std::printf("[lora] bf16 GEMM inputs: loss %.6f vs %.6f, worst gradient relative error %.2e\n",
+              va.total_loss, vf.total_loss, worst);
 }
 
 }  // namespace

@@ -124,6 +124,20 @@ struct GemmBf16Args {
   bool bf16_activations = false;
 };
 
+// C[M,N] (ldc) = bf16(A[M,K]) (lda, f32 rounded to bf16) @ W[K,N] (bf16, row stride ldw)
+// (+ C if accumulate): a weight matrix [out, in] used untransposed, as training's dX = dY W
+// through a frozen bf16 base whose GEMMs take bf16 activations (src/train/ops).
+struct GemmBf16KnArgs {
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const uint16_t* W;
+  int64_t ldw;
+  float* C;
+  int64_t ldc;
+  bool accumulate = false;
+};
+
 // C[M,N] (ldc) = A[M,K] (lda, f32) @ dequant(W)[N,K]^T (+ bias) (+ C if accumulate), with W in
 // one of the quantized formats of kernels/quant.h.
 // int8: W [N, K] int8, row stride ldw bytes; scale [N] (one per output row). The activations
@@ -179,6 +193,7 @@ void selective_scan(const ScanArgs& a);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void softplus(float* x, int64_t n);
 void gemm_bf16(const GemmBf16Args& a);
+void gemm_bf16_kn(const GemmBf16KnArgs& a);
 void gemm_q8(const GemmQ8Args& a);
 void gemm_q4(const GemmQ4Args& a);
 }  // namespace ref
@@ -198,6 +213,9 @@ void softplus(float* x, int64_t n);
 void gemm_bf16(const GemmBf16Args& a);
 // True when gemm_bf16 with bf16_activations runs oneDNN for large M (reported by `jamba bench`).
 bool have_dnnl();
+// oneDNN's bf16 matmul on W in place ([K, N] layout); without oneDNN, blocks of W's rows widened
+// to f32 and sgemm on the rounded activations (the same exact products, f32 sums).
+void gemm_bf16_kn(const GemmBf16KnArgs& a);
 // Quantized weights, the same two regimes: M <= 32 streams the quantized rows, 8 activation rows
 // per pass (int8: AVX-512 VNNI vpdpwssd of the sign-extended weights with the int16
 // activations, 32 weights per instruction; q4: dpbusd of the nibbles with the int8 activations,

@@ -54,8 +54,14 @@ Model Model::load(const std::string& dir, LoadOptions opts) {
     }
     attach_lora(w, cfg, lw.config, lw.modules, A, B);
   }
-  const bool bf16_act = opts.activations == MatmulActivations::Bf16 ||
-                        (opts.activations == MatmulActivations::Auto && w.matrices_bf16);
+  set_matmul_activations(w, cfg, opts.activations);
+  const KvDtype kv = resolve_kv_dtype(opts.kv, w.matrices_bf16);
+  return Model(std::move(cfg), std::move(w), kv);
+}
+
+void set_matmul_activations(Weights& w, const JambaConfig& cfg, MatmulActivations a) {
+  const bool bf16_act =
+      a == MatmulActivations::Bf16 || (a == MatmulActivations::Auto && w.matrices_bf16);
   w.bf16_activations = false;
   auto set = [&](const Linear& l, bool gemm) {
     const_cast<Linear&>(l).bf16_activations = bf16_act && l.w16;
@@ -63,8 +69,6 @@ Model Model::load(const std::string& dir, LoadOptions opts) {
   };
   for_each_matrix(w, cfg, [&](const std::string&, const Linear& l) { set(l, &l != &w.embed); });
   set(w.lm_head, true);  // a tied head is its own Linear viewing the embedding
-  const KvDtype kv = resolve_kv_dtype(opts.kv, w.matrices_bf16);
-  return Model(std::move(cfg), std::move(w), kv);
 }
 
 MatmulActivations matmul_activations_from_name(const std::string& name) {

@@ -53,6 +53,10 @@ enum class MatmulActivations { Auto, F32, Bf16 };
 // "auto", "f32", "bf16"; anything else throws naming the value.
 MatmulActivations matmul_activations_from_name(const std::string& name);
 
+// Sets Linear::bf16_activations of every bf16 matrix of w as `a` resolves (Auto: bf16 when the
+// matrices are held in bf16) and Weights::bf16_activations; Model::load calls it.
+void set_matmul_activations(Weights& w, const JambaConfig& cfg, MatmulActivations a);
+
 struct LoadOptions {
   WeightType weights = WeightType::Auto;
   MatmulActivations activations = MatmulActivations::Auto;

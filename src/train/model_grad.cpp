@@ -201,7 +201,7 @@ LossValues train_forward(const ParamStore& P, const TrainBatch& b, const LossOpt
   return train_forward({P.cfg, W}, b, o, tape);
 }
 
-void train_backward(const TrainTarget& m, const TrainBatch& b, const Tape& tape, Grads& G) {
+void train_backward(const TrainTarget& m, const TrainBatch& b, Tape& tape, Grads& G) {
   const JambaConfig& cfg = m.cfg;
   const Weights& W = m.W;
   const int64_t D = cfg.hidden_size, M = b.B * b.T;
@@ -227,7 +227,7 @@ void train_backward(const TrainTarget& m, const TrainBatch& b, const Tape& tape,
     for (size_t il = l1; il-- > l0;) {
       const LayerSpec& spec = cfg.layers[il];
       const LayerWeights& lw = W.layers[il];
-      const LayerTape& lt = recompute ? redo[il - l0] : tape.layers[il];
+      LayerTape& lt = recompute ? redo[il - l0] : tape.layers[il];
       // h_out = h_mid + ffn(norm(h_mid))
       if (spec.ffn == FfnKind::Moe)
         moe_train_backward(cfg, lw.moe, lt.xn2.data(), lt.moe, dh.data(), M, tape.aux_dp,
@@ -245,7 +245,7 @@ void train_backward(const TrainTarget& m, const TrainBatch& b, const Tape& tape,
                                  tmp.data(), G);
       rmsnorm_bwd(M, D, lt.h_in.data(), D, lw.input_norm, eps, tmp.data(), D, dh.data(), D, true,
                   G.slot(lw.input_norm));
-      if (recompute) redo[il - l0] = {};  // free as we go
+      lt = {};  // free as we go
     }
   }
   // Embedding: scatter-add; the padding_idx row (pad_token_id) receives nothing from the
@@ -258,7 +258,7 @@ void train_backward(const TrainTarget& m, const TrainBatch& b, const Tape& tape,
   }
 }
 
-void train_backward(const ParamStore& P, const TrainBatch& b, const Tape& tape, Grads& G) {
+void train_backward(const ParamStore& P, const TrainBatch& b, Tape& tape, Grads& G) {
   JAMBA_CHECK(G.made_for(P), "[train] backward: the gradients were made for another store");
   const Weights W = P.view();
   train_backward({P.cfg, W}, b, tape, G);

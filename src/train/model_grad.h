@@ -75,9 +75,10 @@ LossValues train_forward(const ParamStore& P, const TrainBatch& b, const LossOpt
                          Tape* tape);
 // Accumulates d objective / d parameter into G (objective = ce_sum * ce_scale + aux_weight *
 // aux) for the weights that are parameters of G's store. Parameters never touched (experts
-// without tokens) keep no gradient. Recomputes checkpointed groups (the tape is not modified).
-void train_backward(const TrainTarget& m, const TrainBatch& b, const Tape& tape, Grads& G);
-void train_backward(const ParamStore& P, const TrainBatch& b, const Tape& tape, Grads& G);
+// without tokens) keep no gradient. Recomputes checkpointed groups; each layer's activations
+// are freed once its backward is done (the tape is consumed).
+void train_backward(const TrainTarget& m, const TrainBatch& b, Tape& tape, Grads& G);
+void train_backward(const ParamStore& P, const TrainBatch& b, Tape& tape, Grads& G);
 
 // train_forward + train_backward.
 LossValues forward_backward(const TrainTarget& m, const TrainBatch& b, const LossOptions& o,

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/dtype.h"
+#include "kernels/kernels.h"
 #include "kernels/quant.h"
 
 namespace jamba {
@@ -60,6 +61,10 @@ void linear_bwd(const Linear& l, const float* x, int64_t ldx, const float* dy, i
     if (l.w) {
       matmul(false, false, M, l.in, l.out, dy, lddy, l.w, l.in, accumulate_dx ? 1.0f : 0.0f, dx,
              lddx);
+    } else if (l.w16 && l.bf16_activations) {
+      // A bf16 matrix whose forward rounds its inputs to bf16: dY rounded too, W in place.
+      cpu::gemm_bf16_kn({.M = M, .N = l.in, .K = l.out, .A = dy, .lda = lddy, .W = l.w16,
+                         .ldw = l.in, .C = dx, .ldc = lddx, .accumulate = accumulate_dx});
     } else {
       std::vector<float> tile(static_cast<size_t>(std::min(kDequantRows, l.out) * l.in));
       for (int64_t r0 = 0; r0 < l.out; r0 += kDequantRows) {

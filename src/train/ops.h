@@ -20,8 +20,10 @@ void matmul(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const f
 
 // Given dy [M, out] (lddy): dW += dy^T x and db += sum_rows dy when they are trainable (in G),
 // the adapter's dA / dB when l has a LoRA adapter, and dx [M, in] (lddx) = dy @ W' (+= when
-// accumulate_dx; W' = W + scale B A) with W in any of the model's types (bf16 and quantized
-// matrices dequantized a tile of rows at a time); dx may be null.
+// accumulate_dx; W' = W + scale B A) with W in any of the model's types (a bf16 matrix whose
+// forward takes bf16 activations: dY rounded to bf16 and oneDNN on W in place, as a bf16
+// framework computes it; other bf16 and quantized matrices: dequantized a tile of rows at a time
+// into f32); dx may be null.
 void linear_bwd(const Linear& l, const float* x, int64_t ldx, const float* dy, int64_t lddy,
                 int64_t M, float* dx, int64_t lddx, bool accumulate_dx, Grads& G);
 

@@ -302,6 +302,31 @@ bool gemm_bf16_rounded(const GemmBf16Args& a) {
 
 bool have_dnnl() { return detail::dnnl_available(); }
 
+void gemm_bf16_kn(const GemmBf16KnArgs& a) {
+  if (a.M == 0 || a.N == 0) return;
+  if (a.K == 0) {
+    if (!a.accumulate)
+      for (int64_t m = 0; m < a.M; ++m) std::fill_n(a.C + m * a.ldc, a.N, 0.0f);
+    return;
+  }
+  const Buffer<uint16_t> ab = round_rows(a.A, a.lda, a.M, a.K);
+  if (detail::dnnl_matmul_bf16(a.M, a.N, a.K, ab.data(), a.K, a.W, a.ldw, a.C, a.ldc, nullptr,
+                               a.accumulate, /*w_kn=*/true))
+    return;
+  Scratch af(ab.size());
+  widen(ab.data(), af.data(), int64_t(ab.size()));
+  // Blocks of kRows rows of W widened to f32, each a rank-kRows update of C.
+  constexpr int64_t kRows = 256;
+  Scratch wf(static_cast<size_t>(std::min(kRows, a.K) * a.N));
+  for (int64_t k0 = 0; k0 < a.K; k0 += kRows) {
+    const int64_t kb = std::min(kRows, a.K - k0);
+    for (int64_t r = 0; r < kb; ++r) widen(a.W + (k0 + r) * a.ldw, wf.data() + r * a.N, a.N);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(a.M), blasint(a.N),
+                blasint(kb), 1.0f, af.data() + k0, blasint(a.K), wf.data(), blasint(a.N),
+                (a.accumulate || k0 > 0) ? 1.0f : 0.0f, a.C, blasint(a.ldc));
+  }
+}
+
 void gemm_bf16(const GemmBf16Args& a) {
   if (a.M == 0 || a.N == 0) return;
   if (a.bf16_activations) {
