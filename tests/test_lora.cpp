@@ -70,14 +70,9 @@ std::vector<float> logits(const Model& m, const std::string& golden_case) {
       .logits;
 }
 
+// max |a - b| (NaN as inf)
 float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    const float d = std::fabs(a[i] - b[i]);
-    if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
-  }
-  return m;
+  return testing_util::max_row_diff(a, b, std::max<int64_t>(1, int64_t(b.size())));
 }
 
 bool all_finite(const std::vector<float>& v) {

@@ -107,6 +107,22 @@ TrainOptions loop_options(const std::string& out) {
 
 ParamStore fresh_params() { return ParamStore::random(loop_config(), 3, 0.02); }
 
+// Mean next-token cross-entropy of one sequence through the inference path (full_forward).
+double inference_ce(const Model& m, const TrainBatch& b) {
+  TokenBatch in{1, b.T, b.ids, {}};
+  const FullForwardResult fr = full_forward(m, in, false);
+  const int64_t V = m.config().vocab_size;
+  double ce = 0;
+  for (int64_t t1 = 0; t1 + 1 < b.T; ++t1) {
+    const float* row = fr.logits.data() + t1 * V;
+    double mx = row[0], s = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
+    for (int64_t v = 0; v < V; ++v) s += std::exp(double(row[v]) - mx);
+    ce += mx + std::log(s) - row[b.ids[size_t(t1 + 1)]];
+  }
+  return ce / double(b.T - 1);
+}
+
 TEST(TrainData, WindowOrderIsAPermutationPerEpochAndDeterministic) {
   REQUIRE_ENV();
   const Tokenizer tok = Tokenizer::load(env().spm);
@@ -267,18 +283,7 @@ TEST(Trainer, CheckpointLoadsForInferenceWithTheSameLoss) {
   EXPECT_EQ(names.count("lm_head.weight"), 0u);
   const Model m = Model::load(ck);
   const TrainBatch b = d.heldout_rows(0, 1);
-  TokenBatch in{1, b.T, b.ids, {}};
-  const FullForwardResult fr = full_forward(m, in, false);
-  const int64_t V = m.config().vocab_size;
-  double ce = 0;
-  for (int64_t t1 = 0; t1 + 1 < b.T; ++t1) {
-    const float* row = fr.logits.data() + t1 * V;
-    double mx = row[0], s = 0;
-    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
-    for (int64_t v = 0; v < V; ++v) s += std::exp(double(row[v]) - mx);
-    ce += mx + std::log(s) - row[b.ids[size_t(t1 + 1)]];
-  }
-  ce /= double(b.T - 1);
+  const double ce = inference_ce(m, b);
   const LossValues lv = train_forward(t.params(), b, {}, nullptr);
   EXPECT_NEAR(ce, lv.loss, tol::kTrainVsInference) << "inference " << ce << " training " << lv.loss;
 }
@@ -333,18 +338,7 @@ TEST(Trainer, LoraTrainsResumesAndLoadsForInference) {
             read_bytes(outB + "/checkpoint-6/adapter_model.safetensors"));
   const Model m = Model::load(base_dir, {.lora = ck});
   const TrainBatch b = d.heldout_rows(0, 1);
-  TokenBatch in{1, b.T, b.ids, {}};
-  const FullForwardResult fr = full_forward(m, in, false);
-  const int64_t V = m.config().vocab_size;
-  double ce = 0;
-  for (int64_t t1 = 0; t1 + 1 < b.T; ++t1) {
-    const float* row = fr.logits.data() + t1 * V;
-    double mx = row[0], s = 0;
-    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
-    for (int64_t v = 0; v < V; ++v) s += std::exp(double(row[v]) - mx);
-    ce += mx + std::log(s) - row[b.ids[size_t(t1 + 1)]];
-  }
-  ce /= double(b.T - 1);
+  const double ce = inference_ce(m, b);
   Weights W = base.view();
   attach_lora_params(W, full.params(), lc);
   const LossValues lv = train_forward(TrainTarget{base.cfg, W}, b, {}, nullptr);

@@ -54,6 +54,9 @@ class AtomicFileWriter {
   int fd_ = -1;
 };
 
+// The whole file as bytes; throws naming the path when it cannot be read.
+std::string read_file_text(const std::string& path);
+
 // Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
 void write_file_atomic(const std::string& path, const void* bytes, size_t n);
 void write_file_atomic(const std::string& path, const std::string& bytes);

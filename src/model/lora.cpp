@@ -40,18 +40,11 @@ bool is_target_name(const std::string& s) {
   return std::find(n.begin(), n.end(), s) != n.end();
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // The fields of adapter_config.json this library reads; PEFT options that change what the
 // adapter computes (DoRA, rsLoRA, per-layer ranks...) are refused, not ignored.
 LoraWeights read_adapter_config(const std::string& path) {
-  const json j = parse_json_limited(read_text(path), path);
+  const json j = parse_json_limited(read_file_text(path), path);
   if (!j.is_object()) fail(path, ": expected a JSON object, got ", brief(j));
   auto has = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
   auto must_be_false = [&](const char* key) {

@@ -17,13 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -79,13 +72,13 @@ void write_quantized_checkpoint(const std::string& in_dir, const std::string& ou
                               },
                               {{"format", "pt"}, {"jamba.quantization", weight_type_name(type)}});
 
-  nlohmann::json j = nlohmann::json::parse(read_text(cfg_path));
+  nlohmann::json j = nlohmann::json::parse(read_file_text(cfg_path));
   j["quantization_config"] = nlohmann::json::parse(quantization_config_json(type));
   write_file_atomic((fs::path(out_dir) / "config.json").string(), j.dump(2) + "\n");
   for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                         "generation_config.json"}) {
     const fs::path p = fs::path(in_dir) / f;
-    if (fs::exists(p)) write_file_atomic((fs::path(out_dir) / f).string(), read_text(p.string()));
+    if (fs::exists(p)) write_file_atomic((fs::path(out_dir) / f).string(), read_file_text(p.string()));
   }
 }
 

@@ -57,13 +57,6 @@ void fsync_dir(const fs::path& dir) {
   ::close(fd);
 }
 
-std::string read_file_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) fail(p.string(), ": cannot open");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 int64_t checkpoint_step(const fs::path& p) {
   const std::string n = p.filename().string();
@@ -79,12 +72,12 @@ int64_t checkpoint_step(const fs::path& p) {
 // (LlamaTokenizer layout; no BOS is added: the training stream has none).
 void write_tokenizer_files(const fs::path& dir, const std::string& tokenizer_path) {
   const fs::path src(tokenizer_path);
-  write_file_atomic((dir / "tokenizer.model").string(), read_file_text(src));
+  write_file_atomic((dir / "tokenizer.model").string(), read_file_text(src.string()));
   bool copied = false;
   for (const char* extra : {"tokenizer_config.json", "special_tokens_map.json"}) {
     const fs::path p = src.parent_path() / extra;
     if (src.filename() == "tokenizer.model" && fs::is_regular_file(p)) {
-      write_file_atomic((dir / extra).string(), read_file_text(p));
+      write_file_atomic((dir / extra).string(), read_file_text(p.string()));
       copied = true;
     }
   }
