@@ -23,6 +23,7 @@
 #include "train/data.h"
 #include "train/lora_train.h"
 #include "train/trainer.h"
+#include "test_util.h"
 #include "train_test_util.h"
 
 namespace jamba {
@@ -325,6 +326,14 @@ TEST(Trainer, LoraTrainsResumesAndLoadsForInference) {
     Trainer first(lora_param_store(base.cfg, lc, 1), base.view(), lc, d, o, *comm);
     first.run(nullptr);
   }
+  {  // another rank cannot resume these adapters
+    TrainOptions o = loop_options(outB);
+    LoraConfig other = lc;
+    other.rank = 2;
+    Trainer wrong(lora_param_store(base.cfg, other, 1), base.view(), other, d, o, *comm);
+    const std::string err = testing_util::error_of([&] { wrong.resume(outB); });
+    EXPECT_NE(err.find("adapter_config.json"), std::string::npos) << err;
+  }
   Trainer second = trainer(outB, 6);
   second.resume(outB);  // checkpoint-3
   second.run(nullptr);
@@ -417,10 +426,11 @@ TEST(TrainCli, LoraTrainThenGenerateWithTheAdapter) {
   const std::string bin = std::string("'") + JAMBA_BINARY + "' ";
   const std::string args = "train --init-from " + q(base) + " --corpus " + q(env().corpus) +
                            " --out " + q(out) + " --seq-len 32 --batch 2 --steps 3 --threads 1" +
-                           " --eval-windows 2 --lr 1e-2";
+                           " --eval-windows 2 --lr 5e-2 --warmup 0";
+  const std::string merged = out + "/merged";
   const RunResult r =
       shell(bin + args + " --lora-rank 4 --lora-targets in_proj,q_proj,gate_proj,router "
-                         "--checkpoint-every 2",
+                         "--checkpoint-every 2 --export-dtype f32 --export " + q(merged),
             120);
   ASSERT_EQ(r.rc, 0) << describe(r);
   EXPECT_NE(r.err.find("lora: rank 4, alpha 8"), std::string::npos) << describe(r);
@@ -433,6 +443,20 @@ TEST(TrainCli, LoraTrainThenGenerateWithTheAdapter) {
                                 " --prompt 'In the beginning' -n 4 --greedy --threads 1",
                             60);
   EXPECT_EQ(g.rc, 0) << describe(g);
+  // --export with LoRA: the merged model, whose logits are the adapter's on the base.
+  const TrainBatch b = TokenDataset::from_text({env().corpus}, Tokenizer::load(env().spm),
+                                               corpus_opts(), 512)
+                           .heldout_rows(0, 1);
+  // (f32 GEMM inputs on the bf16 base: the same arithmetic as the f32 merged weights.)
+  const double ce_merged = inference_ce(Model::load(merged), b);
+  const double ce_adapter = inference_ce(
+      Model::load(base, {.activations = MatmulActivations::F32, .lora = ck}), b);
+  EXPECT_NEAR(ce_merged, ce_adapter, tol::kLoraMergedVsOnTheFly) << "merged vs base + adapter";
+  const double ce_base = inference_ce(Model::load(base, {.activations = MatmulActivations::F32}), b);
+  std::printf("[lora] held-out CE: base %.6f, base + adapter %.6f, merged export %.6f\n", ce_base,
+              ce_adapter, ce_merged);
+  EXPECT_GT(std::fabs(ce_adapter - ce_base), 10 * tol::kLoraMergedVsOnTheFly)
+      << "the adapter changed too little for the comparison to mean anything";
   const RunResult bad = shell(bin + args + " --lora-rank 4 --lora-targets in_proj,nope", 60);
   EXPECT_NE(bad.rc, 0);
   EXPECT_NE(bad.err.find("nope"), std::string::npos) << describe(bad);
