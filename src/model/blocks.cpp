@@ -299,10 +299,6 @@ void moe_forward(const JambaConfig& cfg, const MoeWeights& w, const float* x, in
   }
 }
 
-}  // namespace jamba
-
-namespace jamba {
-
 void forward_layers(const JambaConfig& cfg, const Weights& w, const std::vector<Segment>& segs,
                     float* h, int64_t M, size_t l0, size_t l1, LayerTape* tapes,
                     std::vector<std::vector<float>>* hidden) {

@@ -60,6 +60,8 @@ struct LayerTape {
 class FreshSequences {
  public:
   FreshSequences(const JambaConfig& cfg, int64_t B, int64_t T);
+  FreshSequences(const FreshSequences&) = delete;  // the segments point into states_
+  FreshSequences& operator=(const FreshSequences&) = delete;
   const std::vector<Segment>& segments() const { return segs_; }
 
  private:

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "kernels/kernels.h"
+#include "train/ops.h"
 
 namespace jamba {
 
@@ -29,27 +29,11 @@ void merge_lora_into(ParamStore& P, const LoraWeights& lora) {
                 r * m.in, "), B ", lora.B[i].size(), " (expected ", m.out * r, ")");
     idx.push_back(p);
   }
-  std::vector<float> sb, at;
   for (size_t i = 0; i < lora.modules.size(); ++i) {
     const LoraModule& m = lora.modules[i];
-    const std::vector<float>& A = lora.A[i];  // [r, in]
-    const std::vector<float>& B = lora.B[i];  // [out, r]
-    sb.resize(B.size());                      // scale * B: [out, r]
-    for (size_t j = 0; j < B.size(); ++j) sb[j] = scale * B[j];
-    at.resize(A.size());  // A^T: [in, r]
-    for (int64_t k = 0; k < r; ++k)
-      for (int64_t c = 0; c < m.in; ++c) at[size_t(c * r + k)] = A[size_t(k * m.in + c)];
-    // W [out, in] += (scale * B) [out, r] @ (A^T)^T [r, in]
-    cpu::gemm({.M = m.out,
-               .N = m.in,
-               .K = r,
-               .A = sb.data(),
-               .lda = r,
-               .W = at.data(),
-               .ldw = r,
-               .C = P.data[idx[i]].data(),
-               .ldc = m.in,
-               .accumulate = true});
+    // W [out, in] += scale * B [out, r] @ A [r, in]
+    matmul(false, false, m.out, m.in, r, lora.B[i].data(), r, lora.A[i].data(), m.in, 1.0f,
+           P.data[idx[i]].data(), m.in, scale);
   }
 }
 

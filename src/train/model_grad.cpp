@@ -258,12 +258,6 @@ void train_backward(const TrainTarget& m, const TrainBatch& b, Tape& tape, Grads
   }
 }
 
-void train_backward(const ParamStore& P, const TrainBatch& b, Tape& tape, Grads& G) {
-  JAMBA_CHECK(G.made_for(P), "[train] backward: the gradients were made for another store");
-  const Weights W = P.view();
-  train_backward({P.cfg, W}, b, tape, G);
-}
-
 LossValues forward_backward(const TrainTarget& m, const TrainBatch& b, const LossOptions& o,
                             Grads& G) {
   Tape tape;

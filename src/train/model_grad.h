@@ -78,7 +78,6 @@ LossValues train_forward(const ParamStore& P, const TrainBatch& b, const LossOpt
 // without tokens) keep no gradient. Recomputes checkpointed groups; each layer's activations
 // are freed once its backward is done (the tape is consumed).
 void train_backward(const TrainTarget& m, const TrainBatch& b, Tape& tape, Grads& G);
-void train_backward(const ParamStore& P, const TrainBatch& b, Tape& tape, Grads& G);
 
 // train_forward + train_backward.
 LossValues forward_backward(const TrainTarget& m, const TrainBatch& b, const LossOptions& o,

@@ -170,12 +170,16 @@ std::string latest_checkpoint(const std::string& out_dir) {
   return found.string();
 }
 
-Trainer::Trainer(ParamStore params, const TokenDataset& data, TrainOptions o, Comm& comm)
-    : P_(std::move(params)), data_(data), o_(std::move(o)), comm_(comm), opt_(P_, o_.adam) {
+void Trainer::check_options() const {
   JAMBA_CHECK(o_.batch >= comm_.size(), "[train] --batch ", o_.batch, " is smaller than the ",
               comm_.size(), " processes (each needs at least one sequence)");
   JAMBA_CHECK(o_.steps >= 1, "[train] --steps must be >= 1, got ", o_.steps);
   JAMBA_CHECK(!o_.out_dir.empty(), "[train] no output directory");
+}
+
+Trainer::Trainer(ParamStore params, const TokenDataset& data, TrainOptions o, Comm& comm)
+    : P_(std::move(params)), data_(data), o_(std::move(o)), comm_(comm), opt_(P_, o_.adam) {
+  check_options();
   for (const std::string& n : hf_parameter_order(P_.cfg)) order_.push_back(P_.find(n));
 }
 
@@ -183,10 +187,7 @@ Trainer::Trainer(ParamStore adapters, Weights base, LoraConfig lora, const Token
                  TrainOptions o, Comm& comm)
     : P_(std::move(adapters)), base_(std::make_unique<Weights>(std::move(base))),
       lora_(std::move(lora)), data_(data), o_(std::move(o)), comm_(comm), opt_(P_, o_.adam) {
-  JAMBA_CHECK(o_.batch >= comm_.size(), "[train] --batch ", o_.batch, " is smaller than the ",
-              comm_.size(), " processes (each needs at least one sequence)");
-  JAMBA_CHECK(o_.steps >= 1, "[train] --steps must be >= 1, got ", o_.steps);
-  JAMBA_CHECK(!o_.out_dir.empty(), "[train] no output directory");
+  check_options();
   attach_lora_params(*base_, P_, lora_);
   for (size_t i = 0; i < P_.size(); ++i) order_.push_back(i);  // the store's (PEFT) order
 }
@@ -216,16 +217,17 @@ void Trainer::resume(const std::string& dir) {
                 ck, "/adapter_config.json: the adapter's r / lora_alpha / target_modules differ "
                 "from this run's");
     load_lora_values(P_, lw);  // in place: the base's adapters point at P_'s tensors
+  } else {
+    ParamStore loaded = ParamStore::load(ck);
+    if (loaded.cfg.to_json_text() != P_.cfg.to_json_text()) {
+      // torch_dtype aside, the shapes must be those of this run.
+      JambaConfig a = loaded.cfg, b = P_.cfg;
+      a.torch_dtype = b.torch_dtype = "float32";
+      if (a.to_json_text() != b.to_json_text())
+        fail(ck, "/config.json: the checkpoint's config differs from this run's model config");
+    }
+    P_.data = std::move(loaded.data);
   }
-  ParamStore loaded = base_ ? ParamStore() : ParamStore::load(ck);
-  if (!base_ && loaded.cfg.to_json_text() != P_.cfg.to_json_text()) {
-    // torch_dtype aside, the shapes must be those of this run.
-    JambaConfig a = loaded.cfg, b = P_.cfg;
-    a.torch_dtype = b.torch_dtype = "float32";
-    if (a.to_json_text() != b.to_json_text())
-      fail(ck, "/config.json: the checkpoint's config differs from this run's model config");
-  }
-  if (!base_) P_.data = std::move(loaded.data);
   AdamW opt(P_, o_.adam);
   auto f = SafetensorsFile::open((fs::path(ck) / "optimizer.safetensors").string());
   for (size_t i = 0; i < P_.size(); ++i) {

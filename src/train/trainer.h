@@ -90,6 +90,7 @@ class Trainer {
   std::string save_checkpoint();  // returns the directory written (rank 0); collective
 
  private:
+  void check_options() const;
   LossValues train_step(Grads& G, float* grad_norm_out);
   // f(TrainTarget): the weights a step runs on (a view of P_, or the LoRA base).
   template <class F>
