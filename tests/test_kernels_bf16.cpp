@@ -18,6 +18,23 @@ struct Bf16Case {
   bool bias, accumulate;
 };
 
+// Worst |got - want| of the M x N results, relative to the sum of |terms| (sqrt(K) scale for
+// random data); the padding columns past N must keep their values (C0).
+float worst_scaled_error(const Bf16Case& c, int64_t ldc, const std::vector<float>& C0,
+                         const std::vector<float>& want, const std::vector<float>& got) {
+  float worst = 0;
+  for (int64_t m = 0; m < c.M; ++m)
+    for (int64_t n = 0; n < ldc; ++n) {
+      const size_t i = static_cast<size_t>(m * ldc + n);
+      if (n >= c.N) {
+        EXPECT_EQ(got[i], C0[i]) << "padding column written";
+        continue;
+      }
+      worst = std::max(worst, std::fabs(got[i] - want[i]) / (std::sqrt(float(c.K)) + 1.0f));
+    }
+  return worst;
+}
+
 void check_gemm_bf16(bool bf16_activations) {
   const Bf16Case cases[] = {
       {1, 1, 1, 0, 0, 0, false, false},   {1, 37, 15, 0, 0, 0, true, false},
@@ -52,18 +69,7 @@ void check_gemm_bf16(bool bf16_activations) {
     ref::gemm_bf16(a);
     a.C = got.data();
     cpu::gemm_bf16(a);
-    float worst = 0;
-    for (int64_t m = 0; m < c.M; ++m)
-      for (int64_t n = 0; n < ldc; ++n) {
-        const size_t i = static_cast<size_t>(m * ldc + n);
-        if (n >= c.N) {
-          EXPECT_EQ(got[i], C0[i]) << "padding column written";
-          continue;
-        }
-        // |error| relative to the sum of |terms| (sqrt(K) scale for random data).
-        const float scale = std::sqrt(float(c.K)) + 1.0f;
-        worst = std::max(worst, std::fabs(got[i] - want[i]) / scale);
-      }
+    const float worst = worst_scaled_error(c, ldc, C0, want, got);
     EXPECT_LE(worst, tol::kKernelRel) << "M=" << c.M << " N=" << c.N << " K=" << c.K
                                       << " bf16_activations=" << bf16_activations;
   }
@@ -97,16 +103,7 @@ TEST(KernelGemmBf16, KnLayoutMatchesReference) {
     ref::gemm_bf16_kn(a);
     a.C = got.data();
     cpu::gemm_bf16_kn(a);
-    float worst = 0;
-    for (int64_t m = 0; m < c.M; ++m)
-      for (int64_t n = 0; n < ldc; ++n) {
-        const size_t i = static_cast<size_t>(m * ldc + n);
-        if (n >= c.N) {
-          EXPECT_EQ(got[i], C0[i]) << "padding column written";
-          continue;
-        }
-        worst = std::max(worst, std::fabs(got[i] - want[i]) / (std::sqrt(float(c.K)) + 1.0f));
-      }
+    const float worst = worst_scaled_error(c, ldc, C0, want, got);
     EXPECT_LE(worst, tol::kKernelRel) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
   }
 }
