@@ -221,10 +221,11 @@ Runner add_bench(CLI::App& app) {
         const char* peak_name = a16 ? "bf16 GEMM" : w.type == WeightType::Q4 ? "q4 GEMM"
                                 : (w.type == WeightType::Int8 || w.type == WeightType::Int8Experts) ? "int8 GEMM"
                                 : "sgemm";
-        std::fprintf(stderr, "[%s %s %d threads] measured: %s peak %.0f GFLOP/s, read bandwidth %.1f GB/s (median of 7 reads of %.2f GiB, %.1f-%.1f)%s\n",
+        std::fprintf(stderr, "[%s %s %d threads] measured: %s peak %.0f GFLOP/s, read bandwidth %.1f GB/s (median of 7 reads of %.2f GiB, %.1f-%.1f)%s; OpenBLAS kernels: %s\n",
                      dir.c_str(), wname.c_str(), nth, peak_name,
                      pk.gemm_gflops, pk.bw_gbs, pk.bw_bytes / double(1 << 30), pk.bw_lo, pk.bw_hi,
-                     a16 ? (cpu::have_dnnl() ? "; bf16 prefill GEMMs: oneDNN" : "; bf16 prefill GEMMs: fallback (no oneDNN)") : "");
+                     a16 ? (cpu::have_dnnl() ? "; bf16 prefill GEMMs: oneDNN" : "; bf16 prefill GEMMs: fallback (no oneDNN)") : "",
+                     blas_core());
         auto report = [&](const std::string& test, const std::vector<double>& tps, double flop_tok, double byte_tok) {
           const Stat s = stats(tps);
           const double gf = s.median * flop_tok / 1e9, gb = s.median * byte_tok / 1e9;

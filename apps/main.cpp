@@ -1,6 +1,4 @@
 // jamba: command-line entry point.
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -8,27 +6,10 @@
 #include "apps/commands.h"
 #include "core/alloc.h"
 #include "core/error.h"
-
-// OpenMP workers spin at barriers for a long time by default (GOMP_SPINCOUNT 300000, ~4 ms
-// at ~13 ns a pause here). On a machine shared with other work, the spinning worker keeps its
-// core while the thread it waits for is descheduled, and every parallel region then costs a
-// scheduler time slice (measured: decode 20-50x slower under load; the Engine's ThreadTuner
-// then also drops to fewer threads, core/threads.h). Too short a spin puts workers to sleep
-// between the regions of one decode step (moe1b decode, 2 threads: spin 1000 21-24 t/s, 5000
-// 26-26.5, 20000 22-27; the demo model with one core busy: 1000 1140-1480, 5000 1000-1120,
-// 20000 520-1040). libgomp reads its settings once at start-up, so unless the user chose a
-// policy, restart once with a spin of ~66 us before sleeping.
-static void bound_openmp_spinning(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT") ||
-      std::getenv("JAMBA_NO_REEXEC"))
-    return;
-  ::setenv("GOMP_SPINCOUNT", "5000", 1);
-  ::setenv("JAMBA_NO_REEXEC", "1", 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: carry on with the defaults
-}
+#include "core/threads.h"
 
 int main(int argc, char** argv) {
-  bound_openmp_spinning(argv);
+  jamba::restart_with_runtime_settings(argv);
   jamba::keep_freed_memory_for_reuse();
   CLI::App app{"jamba.cpp: run, serve and train Jamba hybrid Mamba-Transformer models"};
   app.require_subcommand(1);

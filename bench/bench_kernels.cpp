@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/threads.h"
 #include "kernels/kernels.h"
 #include "kernels/scan_blocked.h"
 
@@ -390,4 +391,12 @@ JAMBA_BENCH(bm_rmsnorm, ref_small_M64_D2560, Impl::kRef, 64, 2560);
 }  // namespace
 }  // namespace jamba
 
-BENCHMARK_MAIN();
+// The settings the jamba binary runs with (OpenMP spinning, OpenBLAS kernels for this CPU).
+int main(int argc, char** argv) {
+  jamba::restart_with_runtime_settings(argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -43,6 +43,10 @@ void check_gemm_bf16(bool bf16_activations) {
       {8, 130, 64, 0, 0, 0, false, false}, {9, 129, 31, 0, 0, 0, true, false},
       {17, 257, 65, 2, 3, 1, true, true}, {64, 200, 128, 0, 0, 0, false, false},
       {33, 1, 5, 0, 0, 0, true, false},   {4, 0, 8, 0, 0, 0, false, false},
+      // one row over threads (streams of rows per thread): full streams plus a tail, fewer rows
+      // per thread than streams, exactly one pass
+      {1, 1031, 97, 2, 3, 1, true, true}, {1, 5, 20011, 0, 0, 0, true, false},
+      {1, 9, 8000, 0, 1, 0, false, true}, {1, 16, 4200, 0, 0, 0, false, false},
       // prefill shapes (oneDNN with bf16 activations), odd tails in every dimension
       {100, 67, 257, 3, 5, 7, true, true}, {513, 130, 96, 0, 0, 0, false, false},
       {40, 33, 1000, 0, 0, 2, true, false}, {37, 64, 31, 1, 0, 0, false, true},

@@ -3,7 +3,12 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
 #include <thread>
 
 namespace jamba {
@@ -27,6 +32,42 @@ void set_num_threads(int n) {
 int num_threads() {
   if (g_threads == 0) set_num_threads(0);
   return g_threads;
+}
+
+const char* blas_core() { return openblas_get_corename(); }
+
+const char* blas_core_override() {
+  // OpenBLAS's x86 cores without AVX2: a fallback on any CPU that has it.
+  static const char* const kOld[] = {"Prescott",  "Core2",   "Penryn",       "Dunnington",
+                                     "Nehalem",   "Atom",    "Katmai",       "Coppermine",
+                                     "Northwood", "Banias",  "Barcelona",    "Opteron",
+                                     "Opteron_SSE3", "Athlon", "Bobcat",     "Sandybridge",
+                                     "Unknown"};
+  const char* core = openblas_get_corename();
+  if (!core || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return nullptr;
+  if (std::none_of(std::begin(kOld), std::end(kOld),
+                   [&](const char* c) { return std::strcmp(c, core) == 0; }))
+    return nullptr;
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  return avx512 ? "SkylakeX" : "Haswell";
+}
+
+void restart_with_runtime_settings(char** argv) {
+  if (std::getenv("JAMBA_NO_REEXEC")) return;
+  bool restart = false;
+  if (!std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT")) {
+    ::setenv("GOMP_SPINCOUNT", "5000", 1);
+    restart = true;
+  }
+  if (!std::getenv("OPENBLAS_CORETYPE"))
+    if (const char* core = blas_core_override()) {
+      ::setenv("OPENBLAS_CORETYPE", core, 1);
+      restart = true;
+    }
+  if (!restart) return;
+  ::setenv("JAMBA_NO_REEXEC", "1", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: carry on with the defaults
 }
 
 ScopedThreads::ScopedThreads(int n) {

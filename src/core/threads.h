@@ -11,6 +11,32 @@ namespace jamba {
 void set_num_threads(int n);  // n <= 0: all hardware threads
 int num_threads();            // the count set above: the most any step uses
 
+// Settings the OpenMP runtime and OpenBLAS read once, when the process starts. Unless the user
+// chose them (or JAMBA_NO_REEXEC is set), sets them and restarts the process once
+// (/proc/self/exe with the same argv; on failure it carries on with the defaults). Call first
+// thing in main.
+// - GOMP_SPINCOUNT=5000: OpenMP workers spin at barriers for a long time by default (300000,
+//   ~4 ms at ~13 ns a pause here). On a machine shared with other work, the spinning worker
+//   keeps its core while the thread it waits for is descheduled, and every parallel region then
+//   costs a scheduler time slice (measured: decode 20-50x slower under load; ThreadTuner below
+//   then also drops to fewer threads). Too short a spin puts workers to sleep between the
+//   regions of one decode step (moe1b decode, 2 threads: spin 1000 21-24 t/s, 5000 26-26.5,
+//   20000 22-27; the demo model with one core busy: 1000 1140-1480, 5000 1000-1120, 20000
+//   520-1040): a spin of ~66 us before sleeping.
+// - OPENBLAS_CORETYPE when blas_core_override() names one.
+void restart_with_runtime_settings(char** argv);
+
+// The kernels OpenBLAS chose when it loaded (its core name, e.g. "SkylakeX"; `jamba bench`
+// prints it).
+const char* blas_core();
+// OpenBLAS (DYNAMIC_ARCH) picks its kernels from the CPU model when the library loads; 0.3.21
+// (Debian 12) does not know newer models (family 6 model 207 among them) and falls back to its
+// SSE3 "Prescott" kernels: on such a host f32 GEMM ran 4.7x slower than with its AVX-512 ones
+// (2 threads, 512 x 2560 x 2560: 63 vs 296 GFLOP/s). Returns the OPENBLAS_CORETYPE value that
+// selects the kernels this CPU can run ("SkylakeX" with AVX-512 F/BW/DQ/VL, "Haswell" with AVX2
+// + FMA) when the library chose a core without AVX on a CPU with AVX2 + FMA; else nullptr.
+const char* blas_core_override();
+
 // For the duration of a scope, parallel regions started by this thread use n threads (n <= 0
 // or n >= num_threads(): all of them); the configured count is restored at the end.
 class ScopedThreads {
