@@ -33,6 +33,18 @@ namespace jamba::app {
 
 namespace {
 
+// "; bf16 prefill GEMMs: <route> (<measured rates>)" for the bench's header line.
+std::string bf16_route_text() {
+  const cpu::Bf16RouteChoice c = cpu::bf16_route();
+  char rates[128] = "";
+  if (c.onednn_gflops > 0)
+    std::snprintf(rates, sizeof rates, " (measured oneDNN bf16 %.0f, f32 panels %.0f GFLOP/s)",
+                  c.onednn_gflops, c.panels_gflops);
+  return std::string("; bf16 prefill GEMMs: ") +
+         (c.route == cpu::Bf16Route::kOneDnn ? "oneDNN bf16 matmul" : "f32 panels + OpenBLAS sgemm") +
+         rates;
+}
+
 using clk = bench::Clock;
 using bench::feed;
 using bench::reset_peak_rss;
@@ -224,7 +236,7 @@ Runner add_bench(CLI::App& app) {
         std::fprintf(stderr, "[%s %s %d threads] measured: %s peak %.0f GFLOP/s, read bandwidth %.1f GB/s (median of 7 reads of %.2f GiB, %.1f-%.1f)%s; OpenBLAS kernels: %s\n",
                      dir.c_str(), wname.c_str(), nth, peak_name,
                      pk.gemm_gflops, pk.bw_gbs, pk.bw_bytes / double(1 << 30), pk.bw_lo, pk.bw_hi,
-                     a16 ? (cpu::have_dnnl() ? "; bf16 prefill GEMMs: oneDNN" : "; bf16 prefill GEMMs: fallback (no oneDNN)") : "",
+                     a16 ? bf16_route_text().c_str() : "",
                      blas_core());
         auto report = [&](const std::string& test, const std::vector<double>& tps, double flop_tok, double byte_tok) {
           const Stat s = stats(tps);

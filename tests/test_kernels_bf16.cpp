@@ -114,7 +114,32 @@ TEST(KernelGemmBf16, KnLayoutMatchesReference) {
 
 // Rounded activations: the reference rounds each A element to bf16 too, so fast and plain
 // kernels compute the same products (exact in f32) and differ only in summation order.
-TEST(KernelGemmBf16, Bf16ActivationsMatchReference) { check_gemm_bf16(true); }
+// Both large-M routes (oneDNN's bf16 matmul, f32 panels + sgemm), whichever this machine picks.
+TEST(KernelGemmBf16, Bf16ActivationsMatchReference) {
+  for (const cpu::Bf16Route r : {cpu::Bf16Route::kOneDnn, cpu::Bf16Route::kF32Panels}) {
+    SCOPED_TRACE(r == cpu::Bf16Route::kOneDnn ? "oneDNN" : "f32 panels");
+    cpu::set_bf16_route(r);
+    check_gemm_bf16(true);
+  }
+  cpu::set_bf16_route(cpu::Bf16Route::kAuto);
+}
+
+// kAuto measures both routes once and keeps one of them, with its measured rates.
+TEST(KernelGemmBf16, Bf16RouteIsMeasuredOnce) {
+  cpu::set_bf16_route(cpu::Bf16Route::kAuto);
+  const cpu::Bf16RouteChoice c = cpu::bf16_route(), again = cpu::bf16_route();
+  EXPECT_NE(c.route, cpu::Bf16Route::kAuto);
+  EXPECT_EQ(c.route, again.route);
+  EXPECT_EQ(c.onednn_gflops, again.onednn_gflops);
+  if (cpu::have_dnnl()) {
+    EXPECT_GT(c.onednn_gflops, 0.0);
+    EXPECT_GT(c.panels_gflops, 0.0);
+    EXPECT_EQ(c.route, c.onednn_gflops * 1.15 < c.panels_gflops ? cpu::Bf16Route::kF32Panels
+                                                                : cpu::Bf16Route::kOneDnn);
+  } else {
+    EXPECT_EQ(c.route, cpu::Bf16Route::kF32Panels);
+  }
+}
 
 // The rounding is real: with bf16 activations the result differs from the f32-activation one by
 // about the bf16 step (2^-9 relative per element), far above summation noise.

@@ -211,8 +211,24 @@ void softplus(float* x, int64_t n);
 // with bf16_activations and oneDNN built in (JAMBA_HAVE_DNNL), oneDNN's bf16 matmul on the
 // weights in place (no copy).
 void gemm_bf16(const GemmBf16Args& a);
-// True when gemm_bf16 with bf16_activations runs oneDNN for large M (reported by `jamba bench`).
+// True when oneDNN is built in (JAMBA_HAVE_DNNL).
 bool have_dnnl();
+// gemm_bf16 with bf16_activations and M >= 9 (prefill) has two routes to the same exact products
+// (f32 sums either way): oneDNN's bf16 matmul on the weights in place, or the weights widened to
+// f32 in panels and OpenBLAS sgemm on the rounded activations (M > 32; 9..32 rows then take the
+// vdpbf16ps kernel). Which is faster depends on the CPU: 512 x 2560 x 2560, 2 threads, oneDNN
+// 715 vs sgemm ~200 GFLOP/s on an AMD EPYC (AVX512-BF16), 166 vs 242 on an Intel Xeon without
+// AMX. kAuto (the default) times both once, the first time it matters, and keeps the faster
+// (oneDNN unless the panels are >= 15% faster); tests and benchmarks may fix one.
+enum class Bf16Route { kAuto, kOneDnn, kF32Panels };
+void set_bf16_route(Bf16Route r);
+struct Bf16RouteChoice {
+  Bf16Route route;                              // kOneDnn or kF32Panels
+  double onednn_gflops = 0, panels_gflops = 0;  // measured by kAuto (0: not measured)
+};
+// The route large-M bf16 GEMMs take now (kAuto: measures first; not from inside a parallel
+// region, where it would time one thread: the caller then gets oneDNN, unmeasured).
+Bf16RouteChoice bf16_route();
 // oneDNN's bf16 matmul on W in place ([K, N] layout); without oneDNN, blocks of W's rows widened
 // to f32 and sgemm on the rounded activations (the same exact products, f32 sums).
 void gemm_bf16_kn(const GemmBf16KnArgs& a);

@@ -69,6 +69,9 @@ void set_matmul_activations(Weights& w, const JambaConfig& cfg, MatmulActivation
   };
   for_each_matrix(w, cfg, [&](const std::string&, const Linear& l) { set(l, &l != &w.embed); });
   set(w.lm_head, true);  // a tied head is its own Linear viewing the embedding
+  // Choose the prefill GEMMs' route now, on all threads, rather than inside a first forward
+  // that may run its experts side by side (kernels.h).
+  if (w.bf16_activations) (void)kx::bf16_route();
 }
 
 MatmulActivations matmul_activations_from_name(const std::string& name) {

@@ -3,6 +3,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -298,19 +300,20 @@ void small_m_bf16(const GemmBf16Args& a, const uint16_t* A, int64_t lda) {
 }
 #endif
 
-// bf16_activations: round A, then oneDNN (large M) or the vdpbf16ps kernel (small M); without
-// AVX512-BF16 / oneDNN the rounded activations go through the f32-activation paths below.
+// bf16_activations: round A, then oneDNN (large M, when bf16_route() says so) or the vdpbf16ps
+// kernel (small M); otherwise (false) the rounded activations go through the f32-activation
+// paths below.
 bool gemm_bf16_rounded(const GemmBf16Args& a) {
   // One row: the f32 kernel on the rounded row streams a single weight row at a time, faster
   // than the dot-product kernel here (from DRAM, 2 threads: 2048 x 1024 matrices 47-49 vs 41-45
   // GB/s, 65536 x 1024 57 vs 48).
   if (a.M == 1) return false;
+  const bool dnnl = a.M >= kDnnlMinM && bf16_route().route == Bf16Route::kOneDnn;
+  if (!dnnl && a.M > kStreamMaxM) return false;  // the f32 panels (bf16_route)
   const Buffer<uint16_t> ab = round_rows(a.A, a.lda, a.M, a.K);
-  if (a.M >= kDnnlMinM) {
-    if (detail::dnnl_matmul_bf16(a.M, a.N, a.K, ab.data(), a.K, a.W, a.ldw, a.C, a.ldc, a.bias,
-                                 a.accumulate))
-      return true;
-  }
+  if (dnnl && detail::dnnl_matmul_bf16(a.M, a.N, a.K, ab.data(), a.K, a.W, a.ldw, a.C, a.ldc,
+                                       a.bias, a.accumulate))
+    return true;
 #if defined(__AVX512BF16__)
   if (a.M <= kStreamMaxM) {
     GemmBf16Args s = a;
@@ -338,6 +341,55 @@ bool gemm_bf16_rounded(const GemmBf16Args& a) {
 }  // namespace
 
 bool have_dnnl() { return detail::dnnl_available(); }
+
+namespace {
+std::atomic<Bf16Route> g_route{Bf16Route::kAuto};
+
+// Seconds of the faster of 3 runs of f (after one warm-up run).
+template <class F>
+double best_seconds(F&& f) {
+  f();
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+Bf16RouteChoice measure_bf16_route() {
+  if (!detail::dnnl_available()) return {Bf16Route::kF32Panels};
+  // A prefill-like product small enough to take a few ms (0.5 GFLOP).
+  constexpr int64_t M = 256, N = 1024, K = 1024;
+  std::vector<float> A(size_t(M * K)), C(size_t(M * N));
+  std::vector<uint16_t> W(size_t(N * K));
+  for (size_t i = 0; i < A.size(); ++i) A[i] = float(int(i % 17) - 8) * 0.125f;
+  for (size_t i = 0; i < W.size(); ++i) W[i] = f32_to_bf16(float(int(i % 13) - 6) * 0.0625f);
+  const Buffer<uint16_t> ab = round_rows(A.data(), K, M, K);
+  bool ok = true;
+  const double t_dnnl = best_seconds([&] {
+    ok = ok && detail::dnnl_matmul_bf16(M, N, K, ab.data(), K, W.data(), K, C.data(), N, nullptr, false);
+  });
+  if (!ok) return {Bf16Route::kF32Panels};
+  GemmBf16Args f{.M = M, .N = N, .K = K, .A = A.data(), .lda = K, .W = W.data(), .ldw = K,
+                 .C = C.data(), .ldc = N};
+  const double t_panels = best_seconds([&] { gemm_bf16(f); });
+  const double flop = 2.0 * M * N * K / 1e9;
+  return {t_dnnl > 1.15 * t_panels ? Bf16Route::kF32Panels : Bf16Route::kOneDnn, flop / t_dnnl,
+          flop / t_panels};
+}
+}  // namespace
+
+void set_bf16_route(Bf16Route r) { g_route = r; }
+
+Bf16RouteChoice bf16_route() {
+  const Bf16Route r = g_route;
+  if (r != Bf16Route::kAuto) return {r};
+  if (omp_in_parallel()) return {Bf16Route::kOneDnn};
+  static const Bf16RouteChoice measured = measure_bf16_route();
+  return measured;
+}
 
 void gemm_bf16_kn(const GemmBf16KnArgs& a) {
   if (a.M == 0 || a.N == 0) return;
