@@ -134,7 +134,7 @@ TEST(KernelGemmBf16, Bf16RouteIsMeasuredOnce) {
   if (cpu::have_dnnl()) {
     EXPECT_GT(c.onednn_gflops, 0.0);
     EXPECT_GT(c.panels_gflops, 0.0);
-    EXPECT_EQ(c.route, c.onednn_gflops * 1.15 < c.panels_gflops ? cpu::Bf16Route::kF32Panels
+    EXPECT_EQ(c.route, c.onednn_gflops * 1.1 < c.panels_gflops ? cpu::Bf16Route::kF32Panels
                                                                 : cpu::Bf16Route::kOneDnn);
   } else {
     EXPECT_EQ(c.route, cpu::Bf16Route::kF32Panels);

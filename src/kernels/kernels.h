@@ -219,7 +219,7 @@ bool have_dnnl();
 // vdpbf16ps kernel). Which is faster depends on the CPU: 512 x 2560 x 2560, 2 threads, oneDNN
 // 715 vs sgemm ~200 GFLOP/s on an AMD EPYC (AVX512-BF16), 166 vs 242 on an Intel Xeon without
 // AMX. kAuto (the default) times both once, the first time it matters, and keeps the faster
-// (oneDNN unless the panels are >= 15% faster); tests and benchmarks may fix one.
+// (oneDNN unless the panels are >= 10% faster); tests and benchmarks may fix one.
 enum class Bf16Route { kAuto, kOneDnn, kF32Panels };
 void set_bf16_route(Bf16Route r);
 struct Bf16RouteChoice {
