@@ -37,12 +37,13 @@ constexpr int64_t kDnnlMinM = 9;
 // (64-byte aligned rows, k blocks of 512) goes 26 -> 34 GB/s with 512 ahead (32 with 1024).
 template <int MR>
 constexpr int64_t kPrefetchAhead = MR <= 2 ? 0 : 512;
-// The f32-activation kernel with one or two activation rows prefetches in each weight row: for
-// short rows (NR rows <= kPrefetchNextRowsMax elements) the same column of the next NR rows (the
-// rows the thread streams next), else 512 elements (1 KiB) ahead in the row. Alternating runs,
-// bf16 decode: moe1b (1024- and 2048-wide rows) 31.9-34.1 t/s with 1 KiB ahead -> 36.4-38.5
-// with the next rows (8-16 KiB ahead); r3b (2560-8192-wide) 4.12-4.13 with 1 KiB ahead, 3.93-4.06
-// with the next rows (20+ KiB ahead).
+// The f32-activation kernel with two activation rows (one row: gemv_streams, below) prefetches in
+// each weight row: for short rows (NR rows <= kPrefetchNextRowsMax elements) the same column of
+// the next NR rows (the rows the thread streams next), else 512 elements (1 KiB) ahead in the row.
+// Measured when one-row decode took this kernel too, alternating runs, bf16 decode: moe1b (1024-
+// and 2048-wide rows) 31.9-34.1 t/s with 1 KiB ahead -> 36.4-38.5 with the next rows (8-16 KiB
+// ahead); r3b (2560-8192-wide) 4.12-4.13 with 1 KiB ahead, 3.93-4.06 with the next rows (20+ KiB
+// ahead).
 template <int MR>
 constexpr bool kPrefetchF32 = MR <= 2;
 constexpr int64_t kPrefetchNextRowsMax = 8192;
@@ -304,8 +305,8 @@ void small_m_bf16(const GemmBf16Args& a, const uint16_t* A, int64_t lda) {
 // kernel (small M); otherwise (false) the rounded activations go through the f32-activation
 // paths below.
 bool gemm_bf16_rounded(const GemmBf16Args& a) {
-  // One row: the f32 kernel on the rounded row streams a single weight row at a time, faster
-  // than the dot-product kernel here (from DRAM, 2 threads: 2048 x 1024 matrices 47-49 vs 41-45
+  // One row: the f32 kernel on the rounded row (gemv_streams) was faster than the dot-product
+  // kernel here (from DRAM, 2 threads: 2048 x 1024 matrices 47-49 vs 41-45
   // GB/s, 65536 x 1024 57 vs 48).
   if (a.M == 1) return false;
   const bool dnnl = a.M >= kDnnlMinM && bf16_route().route == Bf16Route::kOneDnn;
